@@ -1,0 +1,44 @@
+"""sft(): the one-call entry point; its signature is generated from hpc_sft.spec."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from . import executors, registry
+from .errors import ConfigError
+from .spec import BY_NAME, KWARGS_NAME, PARAMS, signature
+from .validate import build_config
+
+SIGNATURE = signature()
+
+
+def split_values(values: Mapping[str, Any]) -> tuple[dict, dict]:
+    """(sft() parameters, backend kwargs) from one flat mapping."""
+    named = {k: v for k, v in values.items() if k in BY_NAME}
+    return named, {k: v for k, v in values.items() if k not in BY_NAME}
+
+
+def run_sft(values: Mapping[str, Any], backend=None) -> Any:
+    """Validate, plan and run/submit one sft() call given as a flat mapping."""
+    config = build_config(*split_values(values))
+    executor = executors.get(config.executor)
+    backend = backend or registry.backend_class(config.backend)()
+    return executor.submit(executor.plan(config), backend)
+
+
+def sft(*args: Any, **kwargs: Any) -> Any:
+    try:
+        bound = SIGNATURE.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigError("sft()", str(exc), "pass model_path, data_path and ckpt_output_dir") from None
+    values = dict(bound.arguments)
+    values.update(values.pop(KWARGS_NAME, {}))
+    return run_sft(values)
+
+
+sft.__signature__ = SIGNATURE
+sft.__doc__ = (
+    "Supervised fine-tuning, training_hub-compatible, locally (executor='local') or on Slurm "
+    "(executor='slurm').\n\nReturns a TrainingResult (local) or a SlurmJob handle (slurm).\n\nParameters:\n"
+    + "\n".join(f"    {p.name}: {p.doc}" for p in PARAMS)
+    + "\n    **backend_kwargs: the backend's own fields (checked; unknown ones are an error)."
+)

@@ -1,0 +1,41 @@
+"""Backend: the base every training backend implements (fields it accepts, required values, one run)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping
+
+from ..errors import ConfigError, unknown_key
+
+
+class Backend(ABC):
+    """A training library behind sft(). Class-level checks run on the login node without importing it."""
+
+    name: ClassVar[str]
+    #: extra keyword arguments the backend accepts (its own config fields)
+    kwarg_fields: ClassVar[frozenset[str]] = frozenset()
+    #: sft() parameters this backend needs set, with an example value for the error message
+    required: ClassVar[Mapping[str, Any]] = {}
+    #: backend field -> the sft() parameter to use instead
+    aliases: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
+        """Unknown keyword arguments are an error listing the valid ones (backends often drop them)."""
+        for key in kwargs:
+            if key in cls.aliases:
+                raise ConfigError(key, f"is set through sft()'s {cls.aliases[key]}",
+                                  f"use {cls.aliases[key]} instead of {key}")
+            if key not in cls.kwarg_fields:
+                from ..spec import BY_NAME
+
+                raise unknown_key(key, cls.kwarg_fields, f"{cls.name} backend field", hints=BY_NAME)
+
+    @classmethod
+    def check_required(cls, values: Mapping[str, Any]) -> None:
+        for key, example in cls.required.items():
+            if values.get(key) is None:
+                raise ConfigError(key, f"is required by the {cls.name} backend", f"set {key}, e.g. {key}={example}")
+
+    @abstractmethod
+    def execute_training(self, config, launch) -> None:
+        """Run training for one node with this launch layout; raise TrainingError on failure."""

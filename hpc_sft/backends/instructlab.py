@@ -1,0 +1,130 @@
+"""instructlab-training adapter: a pure mapping of our config to its arguments, and a thin run()."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import TrainingError
+from .base import Backend
+
+TESTED_VERSIONS = ("0.16.2",)
+WORKER_DIR = Path(__file__).resolve().parent.parent / "_worker"
+
+# TrainingArgs fields of instructlab-training 0.16.2 (a test compares this with the real class).
+TRAINING_ARGS_FIELDS = frozenset({
+    "model_path", "chat_tmpl_path", "use_legacy_tmpl", "data_path", "ckpt_output_dir", "data_output_dir",
+    "max_seq_len", "max_batch_len", "num_epochs", "effective_batch_size", "save_samples", "learning_rate",
+    "adamw_weight_decay", "adamw_betas", "adamw_eps", "warmup_steps", "random_seed", "use_dolomite",
+    "is_padding_free", "checkpoint_at_epoch", "accelerate_full_state_at_epoch", "mock_data", "mock_data_len",
+    "deepspeed_options", "fsdp_options", "distributed_backend", "disable_flash_attn", "lora", "process_data",
+    "keep_last_checkpoint_only", "pretraining_config", "data_process_num_cpu_procs", "use_liger",
+    "trust_remote_code", "log_level", "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name",
+    "wandb_project", "wandb_entity", "wandb_run_name", "tensorboard_log_dir", "validation_split",
+    "validation_frequency", "on_demand_checkpointing", "callbacks",
+})
+TORCHRUN_KWARGS = frozenset({"master_addr", "master_port"})
+# sft() parameter -> TrainingArgs field, copied when set
+DIRECT = {
+    "model_path": "model_path", "data_path": "data_path", "ckpt_output_dir": "ckpt_output_dir",
+    "max_seq_len": "max_seq_len", "max_tokens_per_gpu": "max_batch_len", "num_epochs": "num_epochs",
+    "effective_batch_size": "effective_batch_size", "learning_rate": "learning_rate",
+    "save_samples": "save_samples", "warmup_steps": "warmup_steps", "checkpoint_at_epoch": "checkpoint_at_epoch",
+    "accelerate_full_state_at_epoch": "accelerate_full_state_at_epoch",
+}
+MAPPED = frozenset(DIRECT.values()) | {"data_output_dir", "pretraining_config"}
+
+
+class InstructLabTrainingSFTBackend(Backend):
+    """SFT with instructlab-training's torchrun launcher (imported only when training runs)."""
+
+    name = "instructlab-training"
+    kwarg_fields = (TRAINING_ARGS_FIELDS - MAPPED) | TORCHRUN_KWARGS
+    required = {"max_seq_len": 4096, "max_tokens_per_gpu": 40000, "effective_batch_size": 128,
+                "learning_rate": 1e-5}
+    aliases = {"max_batch_len": "max_tokens_per_gpu", "pretraining_config": "is_pretraining and block_size"}
+
+    def execute_training(self, config, launch) -> None:
+        check_version()
+        from instructlab.training import TorchrunArgs, TrainingArgs, run_training
+
+        torch_kw, train_kw = map_args(config, launch)
+        log = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
+        with environment(training_env(launch)):
+            try:
+                run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
+            except RuntimeError as exc:
+                raise TrainingError(f"instructlab-training failed on node {launch.node_rank}: {exc} "
+                                    f"Read the log: {log}") from exc
+
+
+def data_output_dir(config) -> str:
+    return config.data_output_dir or os.path.join(config.ckpt_output_dir, "data")
+
+
+def map_args(config, launch) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TorchrunArgs kwargs, TrainingArgs kwargs) for one node. Pure."""
+    torch_kw = {"nproc_per_node": launch.nproc_per_node, "nnodes": launch.nnodes,
+                "node_rank": launch.node_rank, "rdzv_id": launch.rdzv_id}
+    if launch.rdzv_endpoint:
+        torch_kw["rdzv_endpoint"] = launch.rdzv_endpoint
+    elif launch.master_addr:
+        torch_kw.update(master_addr=launch.master_addr, master_port=launch.master_port)
+    train = {dst: getattr(config, src) for src, dst in DIRECT.items() if getattr(config, src) is not None}
+    train["data_output_dir"] = data_output_dir(config)
+    if config.is_pretraining:
+        train["pretraining_config"] = {"block_size": config.block_size,
+                                       "document_column_name": config.document_column_name or "document"}
+    train.update({k: v for k, v in config.backend_kwargs.items() if k not in TORCHRUN_KWARGS})
+    train.setdefault("data_process_num_cpu_procs", min(16, len(os.sched_getaffinity(0))))
+    if not launch.process_data:
+        train["process_data"] = False
+    if launch.on_demand_checkpointing:
+        train["on_demand_checkpointing"] = True
+    if launch.device == "cpu":
+        train["disable_flash_attn"] = True
+    return torch_kw, train
+
+
+def training_env(launch) -> dict[str, str]:
+    """Environment for run_training and the torchrun workers it spawns."""
+    env = dict(launch.env)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_DIR), os.environ.get("PYTHONPATH")]))
+    if launch.device == "cpu":
+        env["HPC_SFT_CPU"] = "1"
+        env["ACCELERATE_USE_CPU"] = "1"  # without it, >1 process on CPU does not synchronise gradients
+    return env
+
+
+@contextlib.contextmanager
+def environment(changes: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def installed_version() -> str:
+    from importlib.metadata import version
+
+    return version("instructlab-training")
+
+
+def check_version() -> None:
+    """CPU patches and resume fixes are written against TESTED_VERSIONS; refuse others clearly."""
+    found = installed_version()
+    if found not in TESTED_VERSIONS and not os.environ.get("HPC_SFT_ALLOW_UNTESTED_BACKEND"):
+        raise TrainingError(
+            f"instructlab-training {found} is installed; hpc-sft is tested with {', '.join(TESTED_VERSIONS)}. "
+            f"Fix: pip install 'instructlab-training=={TESTED_VERSIONS[-1]}' "
+            "(or set HPC_SFT_ALLOW_UNTESTED_BACKEND=1 at your own risk)")

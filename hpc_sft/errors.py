@@ -1,0 +1,57 @@
+"""The one exceptions module: every error hpc-sft raises on purpose, and the CLI exit code of each."""
+from __future__ import annotations
+
+
+class HpcSftError(Exception):
+    """Base of every deliberate hpc-sft error."""
+
+    exit_code = 1
+
+
+class ConfigError(HpcSftError, ValueError):
+    """A bad value: names the key, what is wrong, and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str, fix: str = "") -> None:
+        self.key, self.problem, self.fix = key, problem, fix
+        text = f"{key}: {problem}" if key else problem
+        super().__init__(f"{text}. Fix: {fix}" if fix else text)
+
+
+class MissingPathError(HpcSftError, FileNotFoundError):
+    """A local path named by the user does not exist."""
+
+    exit_code = 3
+
+    def __init__(self, key: str, path: str, fix: str = "") -> None:
+        self.key, self.path = key, path
+        fix = fix or f"check the path, or create it before submitting"
+        super().__init__(f"{key}: {path!s} does not exist. Fix: {fix}")
+
+
+class TrainingError(HpcSftError, RuntimeError):
+    """Training failed; the message names the log to read."""
+
+    exit_code = 4
+
+
+class SubmitError(HpcSftError, RuntimeError):
+    """Slurm refused or could not be reached; nothing was queued."""
+
+    exit_code = 5
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean X?)' for the closest valid choice, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_key(key: str, valid, what: str = "key", hints=()) -> ConfigError:
+    """The error for a key that is not in `valid`, listing the valid ones (`hints`: more did-you-mean words)."""
+    valid = sorted(valid)
+    return ConfigError(key, f"unknown {what}{did_you_mean(key, [*valid, *hints])}",
+                       f"use one of: {', '.join(valid)}")

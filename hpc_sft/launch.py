@@ -1,0 +1,59 @@
+"""Launch: how the training processes start on one node (torchrun shape, device, extra environment)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Per-node process layout handed to a backend. `env` is added to the training environment."""
+
+    nproc_per_node: Union[int, str, None]  # None: decided on the node by device (see finalize)
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_id: Union[int, str] = "hpc-sft"
+    rdzv_endpoint: Optional[str] = None
+    master_addr: Optional[str] = None
+    master_port: Optional[int] = None
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    env: tuple[tuple[str, str], ...] = ()
+    process_data: bool = True
+    on_demand_checkpointing: bool = False
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """None/'auto' -> 'cuda' when a GPU is visible here, else 'cpu' (imports torch: compute side only)."""
+    if device not in (None, "auto"):
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_nproc(nproc: Union[int, str, None], device: str) -> Union[int, str]:
+    """One process per GPU by default; one process on CPU unless set."""
+    if nproc is not None:
+        return nproc
+    return "gpu" if device == "cuda" else 1
+
+
+def local_launch(config) -> Launch:
+    """The launch for executor='local': this machine, or the node the user describes by hand."""
+    kw = config.backend_kwargs
+    return Launch(
+        nproc_per_node=config.nproc_per_node,
+        nnodes=config.nnodes or 1,
+        node_rank=config.node_rank or 0,
+        rdzv_id=config.rdzv_id if config.rdzv_id is not None else "hpc-sft-local",
+        rdzv_endpoint=config.rdzv_endpoint,
+        master_addr=kw.get("master_addr"),
+        master_port=kw.get("master_port"),
+        device=config.device or "auto",
+    )
+
+
+def finalize(launch: Launch) -> Launch:
+    """Resolve device and process count on the node that will train."""
+    device = resolve_device(launch.device)
+    return replace(launch, device=device, nproc_per_node=default_nproc(launch.nproc_per_node, device))

@@ -1,0 +1,48 @@
+"""Names of algorithms and backends mapped to their classes, imported only when asked for."""
+from __future__ import annotations
+
+import importlib
+
+from .errors import ConfigError
+
+# algorithm name -> (algorithm class path, {backend name -> backend class path}); first backend is the default
+ALGORITHMS: dict[str, tuple[str, dict[str, str]]] = {
+    "sft": ("hpc_sft.algorithms:SFTAlgorithm",
+            {"instructlab-training": "hpc_sft.backends.instructlab:InstructLabTrainingSFTBackend"}),
+}
+
+
+def load(path: str):
+    """'pkg.module:Name' -> the object (imports the module; backends keep heavy imports inside)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def list_algorithms() -> list[str]:
+    return list(ALGORITHMS)
+
+
+def list_backends(algorithm: str = "sft") -> list[str]:
+    return list(_entry(algorithm)[1])
+
+
+def _entry(algorithm: str):
+    if algorithm not in ALGORITHMS:
+        raise ConfigError("algorithm_name", f"unknown algorithm {algorithm!r}",
+                          f"use one of: {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[algorithm]
+
+
+def backend_class(name: str | None, algorithm: str = "sft"):
+    """The backend class registered under `name` (None: the default) for `algorithm`."""
+    backends = _entry(algorithm)[1]
+    if name is None:
+        name = next(iter(backends))
+    if name not in backends:
+        raise ConfigError("backend", f"unknown backend {name!r} for {algorithm}",
+                          f"use one of: {', '.join(backends)}")
+    return load(backends[name])
+
+
+def algorithm_class(name: str):
+    return load(_entry(name)[0])

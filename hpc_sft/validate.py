@@ -1,0 +1,116 @@
+"""Turn raw sft() arguments into a validated SFTConfig, or raise an error naming the key and the fix."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Mapping
+
+from . import registry
+from .datacheck import check_data_file
+from .errors import ConfigError, MissingPathError, unknown_key
+from .slurm_options import SlurmOptions
+from .spec import BY_NAME, KINDS, KWARGS_NAME, PARAMS, Param, SFTConfig
+
+ENDPOINT_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
+# Set by the Slurm executor on each node; a user value would break multi-node runs.
+SLURM_DERIVED = ("node_rank", "rdzv_id", "rdzv_endpoint")
+
+
+def check_type(p: Param, value: Any) -> None:
+    """Raise ConfigError unless value fits the parameter's kind and range."""
+    if value is None:
+        if p.positional:
+            raise ConfigError(p.name, "is required", f"pass {p.name}=...")
+        return
+    types = KINDS[p.kind][0]
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        want = " or ".join(t.__name__ for t in types)
+        raise ConfigError(p.name, f"must be {want}, got {type(value).__name__} {value!r}",
+                          f"give {p.name} a {want} value")
+    if p.kind == "nproc" and isinstance(value, str) and value != "gpu":
+        raise ConfigError(p.name, f"must be an int or 'gpu', got {value!r}", "use e.g. nproc_per_node=8")
+    if p.choices and value not in p.choices:
+        raise ConfigError(p.name, f"invalid value {value!r}", f"use one of: {', '.join(p.choices)}")
+    _check_bound(p, value)
+
+
+def _check_bound(p: Param, value: Any) -> None:
+    if isinstance(value, str) or not p.bound:
+        return
+    if p.bound == "positive" and not value > 0:
+        raise ConfigError(p.name, f"must be > 0, got {value!r}", f"set {p.name} to a positive number")
+    if p.bound == "nonneg" and not value >= 0:
+        raise ConfigError(p.name, f"must be >= 0, got {value!r}", f"set {p.name} to 0 or more")
+
+
+def check_cross(v: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
+    """Rules that involve more than one parameter."""
+    if v["is_pretraining"] and v["block_size"] is None:
+        raise ConfigError("block_size", "is required when is_pretraining=True",
+                          "set block_size (tokens per block, e.g. 2048)")
+    if v["rdzv_endpoint"] and kwargs.get("master_addr"):
+        raise ConfigError("rdzv_endpoint", "and master_addr are both set; torchrun takes one or the other",
+                          "keep rdzv_endpoint (recommended) and drop master_addr/master_port")
+    if v["rdzv_endpoint"] and not ENDPOINT_RE.match(v["rdzv_endpoint"]):
+        raise ConfigError("rdzv_endpoint", f"{v['rdzv_endpoint']!r} is not host:port",
+                          "use e.g. rdzv_endpoint='node001:29500'")
+    nnodes, rank = v["nnodes"] or 1, v["node_rank"]
+    if rank is not None and rank >= nnodes:
+        raise ConfigError("node_rank", f"{rank} is not below nnodes={nnodes}",
+                          f"use a node_rank from 0 to {nnodes - 1}")
+    if v["executor"] == "slurm":
+        _check_slurm_conflicts(v)
+
+
+def _check_slurm_conflicts(v: Mapping[str, Any]) -> None:
+    for key in SLURM_DERIVED:
+        if v[key] is not None:
+            raise ConfigError(key, "is derived on each compute node when executor='slurm'",
+                              f"remove {key}; hpc-sft sets it from the Slurm allocation")
+    nodes = v["slurm"].nodes
+    if v["nnodes"] is not None and v["nnodes"] != nodes:
+        raise ConfigError("nnodes", f"is {v['nnodes']} but slurm.nodes is {nodes}",
+                          "set only slurm.nodes (nnodes follows the allocation)")
+
+
+def check_paths(v: Mapping[str, Any]) -> None:
+    """FileNotFoundError for missing local paths; a hub id (org/name) is allowed for model_path."""
+    if looks_local(v["model_path"]) and not os.path.isdir(os.path.expanduser(v["model_path"])):
+        raise MissingPathError("model_path", v["model_path"],
+                               "give a local model directory (config.json inside) or a hub id org/name")
+    if not os.path.isfile(os.path.expanduser(v["data_path"])):
+        raise MissingPathError("data_path", v["data_path"], "give an existing JSONL file")
+
+
+def looks_local(path: str) -> bool:
+    """True unless `path` reads like a hub id ('org/name' or 'name')."""
+    if path.startswith(("/", ".", "~")) or path.count("/") > 1:
+        return True
+    return os.path.exists(os.path.expanduser(path))
+
+
+def build_config(values: Mapping[str, Any], backend_kwargs: Mapping[str, Any]) -> SFTConfig:
+    """Validate everything (types, ranges, backend fields, paths, data) and return the SFTConfig."""
+    unknown = set(values) - set(BY_NAME)
+    if unknown:
+        raise unknown_key(sorted(unknown)[0], BY_NAME, "sft() parameter")
+    v = {p.name: values.get(p.name, p.default) for p in PARAMS}
+    for p in PARAMS:
+        if p.kind != "slurm":
+            check_type(p, v[p.name])
+    v["slurm"] = SlurmOptions.from_value(v["slurm"]) if v["executor"] == "slurm" else v["slurm"]
+    backend_cls = registry.backend_class(v["backend"])
+    backend_kwargs = dict(backend_kwargs)
+    backend_cls.check_kwargs(backend_kwargs)
+    check_cross(v, backend_kwargs)
+    backend_cls.check_required(v)
+    check_paths(v)
+    check_data_file(v["data_path"], pretraining=bool(v["is_pretraining"]),
+                    column=v["document_column_name"] or "document")
+    return SFTConfig(**v, **{KWARGS_NAME: backend_kwargs})
+
+
+def with_changes(config: SFTConfig, **changes: Any) -> SFTConfig:
+    """A copy of config with some fields replaced (no re-validation)."""
+    return dataclasses.replace(config, **changes)

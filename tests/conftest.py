@@ -1,0 +1,38 @@
+"""Shared fixtures: small input files, the locally built tiny model, and the real Slurm cluster."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("HPC_SFT_TEST_CACHE", REPO / ".cache" / "tests"))
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A directory that passes the model_path existence check (not loadable: validation tests only)."""
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    msg = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    return write_jsonl(tmp_path / "train.jsonl", [msg, msg])
+
+
+@pytest.fixture
+def base_kwargs(model_dir: Path, data_file: Path, tmp_path: Path) -> dict:
+    return dict(model_path=str(model_dir), data_path=str(data_file), ckpt_output_dir=str(tmp_path / "ckpt"),
+                num_epochs=1, effective_batch_size=4, learning_rate=1e-4, max_seq_len=128,
+                max_tokens_per_gpu=1000)
