@@ -60,6 +60,26 @@ class InstructLabTrainingSFTBackend(Backend):
                                     f"Read the log: {log}") from exc
 
 
+    def process_data(self, config, output_dir: str) -> None:
+        """Tokenize config.data_path into output_dir/data.jsonl, as run_training would."""
+        check_version()
+        from instructlab.training import data_process as dp
+
+        procs = config.backend_kwargs.get("data_process_num_cpu_procs") or min(16, len(os.sched_getaffinity(0)))
+        if config.is_pretraining:
+            dp.process_documents_for_pretraining(
+                data_path=config.data_path, data_output_path=output_dir, model_path=config.model_path,
+                num_cpu_procs=procs, document_column_name=config.document_column_name or "document")
+        else:
+            dp.process_data(data_path=config.data_path, data_output_path=output_dir, max_seq_len=config.max_seq_len,
+                            model_path=config.model_path, num_cpu_procs=procs,
+                            chat_tmpl_path=config.backend_kwargs.get("chat_tmpl_path"))
+
+    @staticmethod
+    def version() -> str:
+        return installed_version()
+
+
 def data_output_dir(config) -> str:
     return config.data_output_dir or os.path.join(config.ckpt_output_dir, "data")
 
