@@ -67,8 +67,9 @@ def check(opts: SlurmOptions) -> SlurmOptions:
         _check_int("cpus_per_task", opts.cpus_per_task, 1)
     for name in STR_FIELDS:
         val = getattr(opts, name)
-        if val is not None and (not isinstance(val, str) or not val.strip()):
-            raise ConfigError(f"slurm.{name}", f"must be a non-empty string, got {val!r}", f"set slurm.{name}")
+        if val is not None and (not isinstance(val, str) or not val.strip() or not val.isprintable()):
+            raise ConfigError(f"slurm.{name}", f"must be a non-empty one-line string, got {val!r}",
+                              f"set slurm.{name} without newlines or control characters")
     if not isinstance(opts.exclusive, bool):
         raise ConfigError("slurm.exclusive", f"must be true or false, got {opts.exclusive!r}", "")
     time_to_minutes(opts.time)
@@ -97,7 +98,8 @@ def _check_additional(extra: Any) -> None:
         raise ConfigError("slurm.additional", f"must be a table of sbatch options, got {extra!r}",
                           'use additional = {mail_type = "END"}')
     for key, val in extra.items():
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(key)) or not isinstance(val, (str, int, bool)):
+        if (not re.fullmatch(r"[a-z][a-z0-9_]*", str(key)) or not isinstance(val, (str, int, bool))
+                or isinstance(val, str) and not val.isprintable()):
             raise ConfigError(f"slurm.additional.{key}", f"bad sbatch option {key}={val!r}",
                               "use sbatch long option names with underscores and string/number values")
 

@@ -1,0 +1,162 @@
+"""The `hpc-sft` command line (click); the only module that prints. Login-node commands never import torch."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import executors, jobs
+from . import recipe as recipes
+from .errors import HpcSftError
+
+
+class Group(click.Group):
+    """Turns hpc-sft errors into one line on stderr and a non-zero exit code (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HpcSftError as exc:
+            click.echo(f"hpc-sft: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="hpc-sft")
+def main() -> None:
+    """Fine-tune LLMs on Slurm (or here) from one recipe.toml; requeue-safe."""
+
+
+def describe_plan(plan) -> str:
+    if plan.config.executor == "local":
+        return plan.describe()
+    lines = ["# sbatch script (submitted through submitit; %j is the job id)", plan.sbatch_script(),
+             "# per-node launch plan (each node derives this from its SLURM_* environment)"]
+    lines += [json.dumps(node) for node in plan.node_plan()]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path())
+@click.option("--dry-run", is_flag=True, help="Validate and print what would be submitted; submit nothing.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. sft.num_epochs=2")
+def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
+    """Validate RECIPE, then train here (executor=local) or queue a Slurm job (executor=slurm)."""
+    config = recipes.load(recipe, overrides)
+    executor = executors.get(config.executor)
+    plan = executor.plan(config)
+    if dry_run:
+        click.echo(describe_plan(plan))
+        return
+    if config.executor == "slurm":
+        from .slurm_check import check_cluster
+
+        check_cluster(config.slurm)
+    from . import registry
+
+    outcome = executor.submit(plan, registry.backend_class(config.backend)())
+    if config.executor == "local":
+        click.echo(f"finished: checkpoint {outcome.checkpoint_path} ({outcome.samples_seen} samples seen)")
+        return
+    jobs.record(outcome.job_id, outcome.folder, outcome.nodes, config.ckpt_output_dir, str(Path(recipe).resolve()))
+    click.echo(f"submitted job {outcome.job_id} ({outcome.nodes} node(s))")
+    click.echo(f"logs:   {outcome.folder}")
+    click.echo(f"follow: hpc-sft logs {outcome.job_id} --follow   |   hpc-sft status {outcome.job_id}")
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(job: str | None, as_json: bool) -> None:
+    """State, restarts and progress of JOB (default: the last one submitted)."""
+    from .progress import job_status, render_status
+
+    info = job_status(jobs.lookup(job))
+    click.echo(json.dumps(info, indent=1) if as_json else render_status(info))
+
+
+@main.command()
+@click.argument("job")
+@click.option("--node", default=0, show_default=True, help="Which node's log.")
+@click.option("--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--stderr", is_flag=True, help="Show the stderr log instead of stdout.")
+def logs(job: str, node: int, follow: bool, stderr: bool) -> None:
+    """Print the log of one node of JOB."""
+    rec = jobs.lookup(job)
+    path = Path(rec["folder"]) / f"{rec['job_id']}_{node}_log.{'err' if stderr else 'out'}"
+    offset = 0
+    while True:
+        if path.is_file():
+            with path.open() as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset = fh.tell()
+            click.echo(chunk, nl=False)
+        if not follow or jobs.slurm_state(rec["job_id"])["state"] not in ("PENDING", "RUNNING", "REQUEUED",
+                                                                            "CONFIGURING", "COMPLETING"):
+            break
+        time.sleep(2)
+    if not path.is_file():
+        click.echo(f"(no log yet at {path})", err=True)
+
+
+@main.command()
+@click.argument("job")
+def cancel(job: str) -> None:
+    """Cancel JOB (its checkpoints stay)."""
+    rec = jobs.lookup(job)
+    jobs.cancel(rec["job_id"])
+    click.echo(f"cancelled job {rec['job_id']}; checkpoints stay in {rec['ckpt_output_dir']}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path())
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("-o", "--output", type=click.Path(), help="Write to this file instead of stdout.")
+def render(recipe: str, overrides: tuple[str, ...], output: str | None) -> None:
+    """Print a standalone sbatch script for RECIPE (for scripts kept in git)."""
+    from .render import sbatch_script
+
+    config = recipes.load(recipe, overrides + ("executor=slurm",))
+    text = sbatch_script(executors.get("slurm").plan(config), Path(recipe).name)
+    _write_or_echo(text, output)
+
+
+@main.command()
+@click.argument("path", default="recipe.toml", type=click.Path())
+@click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
+def init(path: str, executor: str) -> None:
+    """Write a commented recipe to PATH (never overwrites)."""
+    from .render import recipe_text
+
+    _write_or_echo(recipe_text(Path(path).name, executor), path, overwrite=False)
+
+
+def _write_or_echo(text: str, path: str | None, overwrite: bool = True) -> None:
+    if path is None or path == "-":
+        click.echo(text, nl=False)
+        return
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise HpcSftError(f"{target} exists; not overwriting it. Fix: choose another path or remove it")
+    target.write_text(text)
+    click.echo(f"wrote {target}")
+
+
+@main.command()
+@click.option("--dir", "folder", default="runs/demo", show_default=True, type=click.Path(),
+              help="Where the tiny model, data, recipe and checkpoints go.")
+@click.option("--epochs", default=2, show_default=True)
+def demo(folder: str, epochs: int) -> None:
+    """Build a tiny model and data set locally, then fine-tune it on CPU with the local executor."""
+    from .demo import run_demo
+
+    result = run_demo(Path(folder), epochs, echo=click.echo)
+    click.echo(f"demo finished: checkpoint {result.checkpoint_path} ({result.samples_seen} samples seen)")
+
+
+if __name__ == "__main__":
+    main()

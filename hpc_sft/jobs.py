@@ -1,0 +1,69 @@
+"""Submitted-job records (~/.hpc-sft/jobs/ID.json) and Slurm queries for status/logs/cancel (no torch)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+from .errors import ConfigError, SubmitError
+
+
+def home() -> Path:
+    return Path(os.environ.get("HPC_SFT_HOME", "~/.hpc-sft")).expanduser()
+
+
+def record(job_id: str, folder: Path, nodes: int, ckpt_output_dir: str, recipe: Optional[str] = None) -> Path:
+    """Remember where a job keeps its files, so status/logs work from any shell later."""
+    path = home() / "jobs" / f"{job_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"job_id": str(job_id), "folder": str(folder), "nodes": nodes, "ckpt_output_dir": str(ckpt_output_dir),
+            "recipe": recipe, "submitted": time.time()}
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def lookup(job_id: Optional[str]) -> dict:
+    """The record of job_id (None: the most recent submission)."""
+    folder = home() / "jobs"
+    if job_id is None:
+        records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if not records:
+            raise ConfigError("JOB", f"no jobs recorded in {folder}", "submit one with `hpc-sft submit RECIPE`")
+        return json.loads(records[-1].read_text())
+    path = folder / f"{job_id}.json"
+    if not path.is_file():
+        raise ConfigError("JOB", f"no record of job {job_id} in {folder}",
+                          "pass a job id printed by `hpc-sft submit` (or set HPC_SFT_HOME)")
+    return json.loads(path.read_text())
+
+
+def run(cmd: list[str], timeout: float = 30) -> str:
+    """Run a Slurm client command; SubmitError with its stderr when it fails or is missing."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SubmitError(f"{cmd[0]} not found. Fix: run this on a Slurm login node (or load the slurm module)") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise SubmitError(f"{' '.join(cmd)} did not answer in {timeout:.0f}s. Fix: check slurmctld") from None
+    if proc.returncode != 0:
+        raise SubmitError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def slurm_state(job_id: str) -> dict:
+    """{'state', 'restarts', 'elapsed'} from sacct (the allocation line), or squeue when sacct knows nothing."""
+    out = run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,Restarts,Elapsed"]).strip()
+    if out:
+        state, restarts, elapsed = out.splitlines()[-1].split("|")[:3]
+        return {"state": state.split()[0], "restarts": int(restarts or 0), "elapsed": elapsed}
+    out = run(["squeue", "-h", "-j", str(job_id), "-o", "%T|%M"]).strip()
+    state, _, elapsed = (out or "UNKNOWN|").partition("|")
+    return {"state": state, "restarts": 0, "elapsed": elapsed}
+
+
+def cancel(job_id: str) -> None:
+    run(["scancel", str(job_id)])

@@ -1,0 +1,102 @@
+"""Job progress for `hpc-sft status`: Slurm state + the run's metrics and status record on disk (no torch)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from . import jobs
+from .checkpoints import hf_checkpoints, metrics_file
+
+STATUS_FILE = "hpc_sft_status.json"
+
+
+def tail_lines(path: Path, max_bytes: int = 65536) -> list[str]:
+    """The last lines of a file without reading all of it."""
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - max_bytes))
+        data = fh.read().decode(errors="replace")
+    lines = data.splitlines()
+    return lines[1:] if size > max_bytes else lines
+
+
+def step_metrics(ckpt_dir: Path) -> list[dict]:
+    """The most recent per-step metric records (those with samples_seen)."""
+    path = metrics_file(ckpt_dir)
+    records = []
+    for line in tail_lines(path) if path else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "samples_seen" in rec:
+            records.append(rec)
+    return records
+
+
+def planned_epochs(ckpt_dir: Path) -> Optional[int]:
+    path = metrics_file(ckpt_dir)
+    if not path:
+        return None
+    with path.open() as fh:
+        first = json.loads(fh.readline() or "{}")
+    return first.get("num_epochs")
+
+
+def eta_seconds(records: list[dict], total: Optional[int]) -> Optional[float]:
+    if not total or len(records) < 2:
+        return None
+    t0, t1 = (datetime.fromisoformat(r["timestamp"]) for r in (records[0], records[-1]))
+    done = records[-1]["samples_seen"] - records[0]["samples_seen"]
+    seconds = (t1 - t0).total_seconds()
+    if done <= 0 or seconds <= 0:
+        return None
+    return max(0.0, (total - records[-1]["samples_seen"]) * seconds / done)
+
+
+def run_status(ckpt_dir: Path) -> dict:
+    """What the checkpoint directory says: samples, loss, last checkpoint, stops recorded by hpc-sft."""
+    records = step_metrics(ckpt_dir)
+    last = records[-1] if records else {}
+    epochs = planned_epochs(ckpt_dir)
+    total = last.get("total_samples") * epochs if last.get("total_samples") and epochs else None
+    ckpts = hf_checkpoints(ckpt_dir)
+    record_path = Path(ckpt_dir) / STATUS_FILE
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    return {"samples_seen": last.get("samples_seen"), "samples_total": total, "epoch": last.get("epoch"),
+            "loss": last.get("avg_loss"), "last_checkpoint": str(ckpts[-1][1]) if ckpts else None,
+            "eta_s": eta_seconds(records[-20:], total), "stops": record.get("stops", []),
+            "outcome": record.get("outcome")}
+
+
+def job_status(rec: dict) -> dict:
+    info = {"job_id": rec["job_id"], "ckpt_output_dir": rec["ckpt_output_dir"], "logs": rec["folder"]}
+    info.update(jobs.slurm_state(rec["job_id"]))
+    info.update(run_status(Path(rec["ckpt_output_dir"])))
+    return info
+
+
+def bar(done: Optional[int], total: Optional[int], width: int = 30) -> str:
+    if not done or not total:
+        return "[" + " " * width + "]   0%"
+    filled = min(width, int(width * done / total))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {100 * done / total:3.0f}%"
+
+
+def render_status(info: dict) -> str:
+    lines = [f"job {info['job_id']}: {info['state']}  (restarts: {info['restarts']}, elapsed {info['elapsed']})",
+             f"progress: {bar(info['samples_seen'], info['samples_total'])} "
+             f"{info['samples_seen'] or 0}/{info['samples_total'] or '?'} samples"
+             + (f", epoch {info['epoch']}, loss {info['loss']:.4f}" if info.get("loss") is not None else ""),
+             f"last checkpoint: {info['last_checkpoint'] or 'none yet'}"]
+    if info.get("eta_s") is not None:
+        lines.append(f"eta: {info['eta_s'] / 60:.1f} min of training")
+    for stop in info["stops"]:
+        lines.append(f"stop #{stop.get('restart')}: {stop.get('reason')} at {stop.get('samples_seen')} samples")
+    if info.get("outcome"):
+        lines.append(f"outcome: {info['outcome']}")
+    lines.append(f"logs: {info['logs']}")
+    return "\n".join(lines)

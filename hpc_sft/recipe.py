@@ -1,0 +1,141 @@
+"""Load a recipe.toml (+ --set overrides) into a validated SFTConfig; errors name the file, line, key and fix."""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import split_values
+from .errors import ConfigError, HpcSftError, did_you_mean
+from .validate import build_config
+
+TOP_KEYS = ("executor", "sft", "slurm")
+PATH_KEYS = ("data_path", "ckpt_output_dir", "data_output_dir", "chat_tmpl_path")
+NOT_IN_SFT = {"executor": "put executor at the top of the recipe", "slurm": "use a [slurm] table"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    data: dict
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+def read(path: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
+    """Parse the TOML and apply `section.key=value` overrides; no validation of values yet."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "recipe file not found", "give the path of a recipe.toml (hpc-sft init makes one)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}", "fix the syntax at that line") from None
+    for item in overrides:
+        apply_override(data, item)
+    return Recipe(path.resolve(), data)
+
+
+def apply_override(data: dict, item: str) -> None:
+    """'sft.num_epochs=3' or 'executor=slurm': the value is read as TOML, else as a plain string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}", "is not key=value", "use e.g. --set sft.num_epochs=3")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    *sections, name = key.strip().split(".")
+    target = data
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {item}", f"{section} is not a table", "use section.key=value")
+    target[name] = value
+
+
+def resolve_paths(values: dict, folder: Path) -> dict:
+    """Relative paths resolve against the recipe's folder (model_path only when it exists there)."""
+    out = dict(values)
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), str) and not Path(out[key]).expanduser().is_absolute():
+            out[key] = str((folder / out[key]).resolve())
+    model = out.get("model_path")
+    if isinstance(model, str) and not Path(model).is_absolute():
+        local = folder / model
+        if model.startswith((".", "~")) or local.exists():
+            out["model_path"] = str(local.resolve()) if not model.startswith("~") else model
+    return out
+
+
+def sft_values(recipe: Recipe) -> dict:
+    """The flat sft() arguments of a recipe (paths resolved, [slurm] attached)."""
+    data = recipe.data
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ConfigError(key, f"unknown top-level key{did_you_mean(key, TOP_KEYS)}",
+                              f"use one of: {', '.join(TOP_KEYS)}")
+    for key in ("sft", "slurm"):
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(key, "must be a table", f"write [{key}] on its own line")
+    sft = data.get("sft", {})
+    for key, fix in NOT_IN_SFT.items():
+        if key in sft:
+            raise ConfigError(f"sft.{key}", "does not belong in [sft]", fix)
+    values = resolve_paths(sft, recipe.folder)
+    values["executor"] = data.get("executor", "local")
+    if "slurm" in data:
+        slurm = dict(data["slurm"])
+        if isinstance(slurm.get("folder"), str):
+            slurm["folder"] = str((recipe.folder / Path(slurm["folder"]).expanduser()).resolve())
+        values["slurm"] = slurm
+    return values
+
+
+def load(path: str | Path, overrides: tuple[str, ...] = ()):
+    """Read, resolve and validate a recipe into an SFTConfig; errors carry the file and line."""
+    recipe = read(path, overrides)
+    try:
+        return build_config(*split_values(sft_values(recipe)))
+    except HpcSftError as exc:
+        raise locate(exc, recipe) from None
+
+
+def locate(exc: HpcSftError, recipe: Recipe) -> HpcSftError:
+    """Prefix the error with file:line of the key it names, when that key is in the file."""
+    key = getattr(exc, "key", "") or ""
+    line = find_line(recipe.path.read_text(), key.split(" ")[0])
+    where = f"{recipe.path}:{line}" if line else str(recipe.path)
+    exc.args = (f"{where}: {exc.args[0]}",) + exc.args[1:]
+    return exc
+
+
+def find_line(text: str, key: str) -> int | None:
+    """1-based line of `key` (or `slurm.key`) in the recipe text, else None."""
+    section, _, name = key.rpartition(".")
+    section = section or "sft"
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+        elif re.match(rf"\s*{re.escape(name)}\s*=", line) and (current in (section, "") or not name):
+            return number
+    return None
+
+
+def as_value(value: Any) -> str:
+    """A value written back as TOML (for init/render)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(as_value(v) for v in value) + "]"
+    raise TypeError(value)
