@@ -36,3 +36,36 @@ def base_kwargs(model_dir: Path, data_file: Path, tmp_path: Path) -> dict:
     return dict(model_path=str(model_dir), data_path=str(data_file), ckpt_output_dir=str(tmp_path / "ckpt"),
                 num_epochs=1, effective_batch_size=4, learning_rate=1e-4, max_seq_len=128,
                 max_tokens_per_gpu=1000)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The locally built tiny Llama + tokenizer (cached across sessions under .cache/tests)."""
+    from hpc_sft.tiny import build_tiny_model
+
+    return build_tiny_model(CACHE / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> Path:
+    from hpc_sft.tiny import write_tiny_dataset
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return write_tiny_dataset(CACHE / "tiny-256.jsonl", n=256)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_hf_cache(tmp_path_factory):
+    """Keep the datasets cache out of ~/.cache and never reach for a hub."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+def tiny_sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
+    """A fast real CPU run: 256 samples, batch 16 -> 16 optimizer steps per epoch."""
+    return dict(model_path=str(model), data_path=str(data), ckpt_output_dir=str(ckpt), num_epochs=1,
+                effective_batch_size=16, learning_rate=1e-3, max_seq_len=256, max_tokens_per_gpu=4000,
+                device="cpu", data_process_num_cpu_procs=1, **over)

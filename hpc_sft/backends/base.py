@@ -36,6 +36,9 @@ class Backend(ABC):
             if values.get(key) is None:
                 raise ConfigError(key, f"is required by the {cls.name} backend", f"set {key}, e.g. {key}={example}")
 
+    def check_values(self, config) -> None:
+        """Full check of backend values against the backend's own classes (may import it; not on dry runs)."""
+
     @abstractmethod
     def execute_training(self, config, launch) -> None:
         """Run training for one node with this launch layout; raise TrainingError on failure."""

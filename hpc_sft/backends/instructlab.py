@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
+from ..launch import Launch
 from .base import Backend
 
 TESTED_VERSIONS = ("0.16.2",)
@@ -45,6 +46,22 @@ class InstructLabTrainingSFTBackend(Backend):
     required = {"max_seq_len": 4096, "max_tokens_per_gpu": 40000, "effective_batch_size": 128,
                 "learning_rate": 1e-5}
     aliases = {"max_batch_len": "max_tokens_per_gpu", "pretraining_config": "is_pretraining and block_size"}
+
+    def check_values(self, config) -> None:
+        """Build the real TrainingArgs once, so a bad backend value fails before anything is queued."""
+        if config.device == "cpu" and (config.backend_kwargs.get("validation_split") or 0) > 0:
+            raise ConfigError("validation_split", "needs CUDA in instructlab-training 0.16.2 (its validation loss "
+                              "runs on cuda)", "drop validation_split on CPU")
+        import pydantic
+        from instructlab.training import TrainingArgs
+
+        try:
+            TrainingArgs(**map_args(config, Launch(nproc_per_node=1, device=config.device or "cuda"))[1])
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(part) for part in err["loc"]) or "backend_kwargs"
+            raise ConfigError(key, f"rejected by instructlab-training: {err['msg']}",
+                              "see the TrainingArgs reference in docs/backends.md") from None
 
     def execute_training(self, config, launch) -> None:
         check_version()

@@ -27,6 +27,7 @@ class LocalExecutor:
         return LocalPlan(config, local_launch(config))
 
     def submit(self, plan: LocalPlan, backend) -> TrainingResult:
+        backend.check_values(plan.config)
         launch = finalize(plan.launch)
         Path(plan.config.ckpt_output_dir).mkdir(parents=True, exist_ok=True)
         backend.execute_training(plan.config, launch)

@@ -71,6 +71,8 @@ class SlurmExecutor:
     def submit(self, plan: SlurmPlan, backend=None) -> SlurmJob:
         import submitit
 
+        if backend is not None:
+            backend.check_values(plan.config)
         executor = submitit.SlurmExecutor(folder=plan.folder / "%j", max_num_timeout=plan.config.slurm.max_requeues)
         executor.update_parameters(**plan.parameters)
         try:

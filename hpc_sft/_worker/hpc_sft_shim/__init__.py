@@ -1,0 +1,23 @@
+"""Feature switchboard of the hpc-sft worker shim; features load only inside ILT workers."""
+
+import os
+
+_OFF = ("", "0", "false", "no", "off")
+
+
+def flag(name: str) -> bool:
+    """True when env var ``name`` is set to a truthy value."""
+    return os.environ.get(name, "").strip().lower() not in _OFF
+
+
+def activate() -> None:
+    """Install every feature that the HPC_SFT_* environment variables request."""
+    if flag("HPC_SFT_CPU"):
+        from hpc_sft_shim import cpu
+
+        cpu.install()
+    digest_dir = os.environ.get("HPC_SFT_PARAM_DIGEST_DIR")
+    if digest_dir:
+        from hpc_sft_shim import digest
+
+        digest.install(digest_dir)
