@@ -1,7 +1,10 @@
-"""Read what a run left in ckpt_output_dir: hf_format checkpoints and the metrics file (no torch)."""
+"""Read what a run left in ckpt_output_dir: hf_format checkpoints, metrics, and full training states."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -34,3 +37,70 @@ def result_from_disk(ckpt_dir: Path, restarts: int = 0) -> TrainingResult:
     if path is None and (last / "config.json").is_file():
         path = last
     return TrainingResult(Path(ckpt_dir), path, samples, metrics_file(ckpt_dir), restarts)
+
+
+# ---- full training states (compute side: reading metadata imports torch) ----
+MARKER = "hpc_sft_complete.json"
+REQUIRED = ("training_metadata.json", "optimizer.bin", "scheduler.bin")
+
+
+def full_states(ckpt_dir: Path) -> list[Path]:
+    """full_state/epoch_E directories, newest (largest E, as instructlab-training picks) first."""
+    root = Path(ckpt_dir) / "full_state"
+    found = [p for p in root.iterdir() if re.fullmatch(r"epoch_\d+", p.name)] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.rsplit("_", 1)[1]), reverse=True)
+
+
+def state_problem(path: Path) -> Optional[str]:
+    """Why a full state cannot be resumed from, or None when it is complete and loadable."""
+    marker = path / MARKER
+    if marker.is_file():
+        try:
+            files = json.loads(marker.read_text())["files"]
+        except (ValueError, KeyError, TypeError):
+            return f"unreadable {MARKER}"
+        for name, size in files.items():
+            if not (path / name).is_file() or (path / name).stat().st_size != size:
+                return f"{name} missing or of the wrong size"
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not any(path.glob("random_states_*.pkl")):
+        return "missing random_states_*.pkl"
+    if not any(path.glob("model*.safetensors")) and not any(path.glob("pytorch_model*")):
+        return "no model weights"
+    try:
+        read_metadata(path)
+    except Exception as exc:  # torch raises many kinds for a torn zip
+        return f"training_metadata.json unreadable ({type(exc).__name__})"
+    return None
+
+
+def read_metadata(path: Path) -> dict:
+    import torch
+
+    return torch.load(path / "training_metadata.json", weights_only=True)
+
+
+def quarantine_torn(ckpt_dir: Path, log=None) -> list[Path]:
+    """Move every unusable full state to {ckpt}/quarantine/ (outside full_state/); return the new paths."""
+    moved = []
+    for path in full_states(ckpt_dir):
+        problem = state_problem(path)
+        if problem is None:
+            continue
+        target = Path(ckpt_dir) / "quarantine" / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+        moved.append(target)
+        if log:
+            log(f"full state {path} is torn ({problem}); moved it to {target}; resuming from the previous one")
+    return moved
+
+
+def newest_state(ckpt_dir: Path):
+    """(path, metadata) of the newest complete full state, or (None, None)."""
+    for path in full_states(ckpt_dir):
+        if state_problem(path) is None:
+            return path, read_metadata(path)
+    return None, None

@@ -1,4 +1,4 @@
-"""NodeTask: the picklable callable run once per node: Slurm environment -> rendezvous -> data once -> backend."""
+"""NodeTask: run once per node: Slurm environment -> rendezvous -> data once -> backend -> finish or requeue."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from . import datacache, registry
-from .checkpoints import result_from_disk
-from .errors import ConfigError
+from . import ckpt_lock, datacache, jobs, registry
+from .checkpoints import newest_state, quarantine_torn, result_from_disk
+from .errors import ConfigError, SubmitError, TrainingError
 from .launch import Launch, finalize
 from .result import TrainingResult
+from .resume import StateFacts, decide, read_status, record_stop
+from .signals import SignalRecorder
 from .slurm_env import Rendezvous, SlurmEnv, rendezvous
 
 log = logging.getLogger("hpc_sft.node")
@@ -25,7 +27,7 @@ def slurm_launch(config, rdzv: Rendezvous) -> Launch:
     """The launch for one node of an allocation (device and process count still unresolved)."""
     return Launch(nproc_per_node=config.nproc_per_node, nnodes=rdzv.nnodes, node_rank=rdzv.node_rank,
                   rdzv_id=rdzv.rdzv_id, rdzv_endpoint=rdzv.rdzv_endpoint, device=config.device or "auto",
-                  process_data=False)
+                  process_data=False, on_demand_checkpointing=True)
 
 
 def plan_record(launch: Launch, host: str) -> dict:
@@ -62,6 +64,21 @@ def setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
+def facts(meta: Optional[dict]) -> Optional[StateFacts]:
+    if not meta:
+        return None
+    return StateFacts(int(meta["current_epoch"]), int(meta["samples_seen"]), meta.get("global_step"))
+
+
+def requeue(job_id: str) -> None:
+    """Put this job back in the queue (same id, SLURM_RESTART_COUNT + 1)."""
+    try:
+        jobs.run(["scontrol", "requeue", str(job_id)], timeout=60)
+        log.info("requeued job %s", job_id)
+    except SubmitError as exc:  # e.g. Slurm is already requeueing it after a preemption
+        log.warning("scontrol requeue %s: %s", job_id, exc)
+
+
 @dataclass(frozen=True)
 class NodeTask:
     """Runs one node's share of a multi-node training job inside a Slurm allocation."""
@@ -70,14 +87,42 @@ class NodeTask:
 
     def __call__(self) -> Optional[TrainingResult]:
         setup_logging()
+        recorder = SignalRecorder().install()
         env = SlurmEnv.from_environ()
         rdzv = rendezvous(env)
         check_resolves(rdzv.rdzv_endpoint)
         launch = finalize(slurm_launch(self.config, rdzv))
         print(PLAN_TAG, json.dumps(plan_record(launch, socket.gethostname())), flush=True)
+        ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
+        if lead:
+            ckpt_lock.acquire(ckpt, env.job_id)
+            quarantine_torn(ckpt, log.warning)
         backend = registry.backend_class(self.config.backend)()
         data_dir = prepare_data(self.config, backend, rdzv.node_rank)
-        backend.execute_training(replace(self.config, data_output_dir=str(data_dir)), launch)
-        if rdzv.node_rank != 0:
-            return None
-        return result_from_disk(self.config.ckpt_output_dir, env.restart_count)
+        if recorder.received is None:
+            backend.execute_training(replace(self.config, data_output_dir=str(data_dir)), launch)
+        else:
+            log.info("got %s before training started; not starting", recorder.received)
+        return self.conclude(env, lead, recorder.received)
+
+    def conclude(self, env: SlurmEnv, lead: bool, signal_name: Optional[str]) -> Optional[TrainingResult]:
+        """Finished -> result; interrupted -> node 0 requeues and every node exits without a result."""
+        ckpt = Path(self.config.ckpt_output_dir)
+        path, meta = newest_state(ckpt)
+        state = facts(meta)
+        stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") == env.job_id]
+        why = f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
+        decision = decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,
+                          stops, why)
+        log.info("decision: %s (%s)", decision.action, decision.reason)
+        if lead:
+            record_stop(ckpt, env.job_id, env.restart_count, decision, state, str(path) if path else None)
+            if decision.action != "requeue":
+                ckpt_lock.release(ckpt)
+        if decision.action == "give_up":
+            raise TrainingError(decision.reason)
+        if decision.action == "requeue":
+            if lead:
+                requeue(env.job_id)
+            raise SystemExit(0)  # no result now: the requeued run writes it
+        return result_from_disk(ckpt, env.restart_count) if lead else None

@@ -68,6 +68,10 @@ def _check_slurm_conflicts(v: Mapping[str, Any]) -> None:
         if v[key] is not None:
             raise ConfigError(key, "is derived on each compute node when executor='slurm'",
                               f"remove {key}; hpc-sft sets it from the Slurm allocation")
+    for key in ("accelerate_full_state_at_epoch", "checkpoint_at_epoch"):
+        if v[key] is False:
+            raise ConfigError(key, "must stay on with executor='slurm': requeue-safe resume needs the "
+                              "end-of-epoch full state", f"remove {key} = false")
     nodes = v["slurm"].nodes
     if v["nnodes"] is not None and v["nnodes"] != nodes:
         raise ConfigError("nnodes", f"is {v['nnodes']} but slurm.nodes is {nodes}",

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import result_from_disk
+import logging
+
+from .. import ckpt_lock
+from ..checkpoints import quarantine_torn, result_from_disk
 from ..launch import Launch, finalize, local_launch
 from ..result import TrainingResult
 
@@ -20,6 +23,9 @@ class LocalPlan:
                 f"{lch.nproc_per_node} process(es) on {lch.device}, checkpoints in {self.config.ckpt_output_dir}")
 
 
+log = logging.getLogger("hpc_sft.local")
+
+
 class LocalExecutor:
     name = "local"
 
@@ -29,6 +35,11 @@ class LocalExecutor:
     def submit(self, plan: LocalPlan, backend) -> TrainingResult:
         backend.check_values(plan.config)
         launch = finalize(plan.launch)
-        Path(plan.config.ckpt_output_dir).mkdir(parents=True, exist_ok=True)
-        backend.execute_training(plan.config, launch)
-        return result_from_disk(plan.config.ckpt_output_dir)
+        ckpt = Path(plan.config.ckpt_output_dir)
+        ckpt_lock.acquire(ckpt, None)
+        try:
+            quarantine_torn(ckpt, log.warning)
+            backend.execute_training(plan.config, launch)
+        finally:
+            ckpt_lock.release(ckpt)
+        return result_from_disk(ckpt)

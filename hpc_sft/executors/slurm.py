@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import ckpt_lock
 from ..errors import SubmitError
 from ..node_task import NodeTask
 from ..slurm_env import PORT_BASE, PORT_SPAN
@@ -71,6 +72,7 @@ class SlurmExecutor:
     def submit(self, plan: SlurmPlan, backend=None) -> SlurmJob:
         import submitit
 
+        ckpt_lock.check_free(Path(plan.config.ckpt_output_dir))
         if backend is not None:
             backend.check_values(plan.config)
         executor = submitit.SlurmExecutor(folder=plan.folder / "%j", max_num_timeout=plan.config.slurm.max_requeues)

@@ -1,0 +1,84 @@
+"""Pure requeue decisions, the status record, torn-state quarantine and the one-writer lock."""
+import json
+import os
+
+import pytest
+
+from hpc_sft import checkpoints, ckpt_lock
+from hpc_sft.resume import Decision, StateFacts, decide, read_status, record_stop
+
+
+def test_finished_only_after_last_epoch_end_save():
+    assert decide(StateFacts(1, 512, None), 2, 0, 5, [], "x").action == "finish"
+    assert decide(StateFacts(1, 400, 9), 2, 0, 5, [], "x").action == "requeue"  # mid-epoch save of the last epoch
+    assert decide(StateFacts(0, 256, None), 2, 0, 5, [], "x").action == "requeue"
+    assert decide(None, 2, 0, 5, [], "x").action == "requeue"
+
+
+def test_requeue_budget():
+    decision = decide(StateFacts(0, 100, 3), 2, 3, 3, [], "interrupted")
+    assert decision.action == "give_up" and "max_requeues=3 is used up" in decision.reason
+    assert decide(StateFacts(0, 100, 3), 2, 2, 3, [], "interrupted").action == "requeue"
+
+
+def test_no_progress_guard():
+    stops = [{"samples_seen": 100}, {"samples_seen": 100}]
+    decision = decide(StateFacts(0, 100, 3), 2, 2, 10, stops, "interrupted")
+    assert decision.action == "give_up" and "no progress in the last two runs" in decision.reason
+    assert decide(StateFacts(0, 140, 4), 2, 2, 10, stops, "x").action == "requeue"
+    assert decide(StateFacts(0, 100, 3), 2, 1, 10, stops[:1], "x").action == "requeue"
+
+
+def test_status_record(tmp_path):
+    record_stop(tmp_path, "7", 0, Decision("requeue", "interrupted"), StateFacts(0, 64, 4), "/x/epoch_0")
+    status = record_stop(tmp_path, "7", 1, Decision("finish", "done"), StateFacts(1, 512, None), "/x/epoch_1")
+    assert status["outcome"] == "finished" and status["restarts"] == 1
+    assert [s["samples_seen"] for s in read_status(tmp_path)["stops"]] == [64, 512]
+
+
+def make_state(root, epoch, *, drop=None, meta=True):
+    import torch
+
+    path = root / "full_state" / f"epoch_{epoch}"
+    path.mkdir(parents=True)
+    for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl", "model.safetensors"):
+        if name != drop:
+            (path / name).write_bytes(b"x" * 10)
+    if meta:
+        torch.save({"current_epoch": epoch, "samples_seen": 10 * (epoch + 1)}, path / "training_metadata.json")
+    return path
+
+
+def test_torn_states_are_quarantined_and_resume_falls_back(tmp_path):
+    make_state(tmp_path, 0)
+    make_state(tmp_path, 1, drop="scheduler.bin")
+    torn = make_state(tmp_path, 2, meta=False)
+    (torn / "training_metadata.json").write_bytes(b"PK\x03\x04 torn")
+    messages = []
+    moved = checkpoints.quarantine_torn(tmp_path, messages.append)
+    assert [p.name.split("-")[0] for p in moved] == ["epoch_2", "epoch_1"]
+    assert all(p.parent == tmp_path / "quarantine" for p in moved)
+    assert [p.name for p in checkpoints.full_states(tmp_path)] == ["epoch_0"]
+    path, meta = checkpoints.newest_state(tmp_path)
+    assert path.name == "epoch_0" and meta["samples_seen"] == 10
+    assert "missing scheduler.bin" in messages[1] and "unreadable" in messages[0]
+
+
+def test_marker_sizes_are_checked(tmp_path):
+    path = make_state(tmp_path, 0)
+    (path / checkpoints.MARKER).write_text(json.dumps({"files": {"optimizer.bin": 11}}))
+    assert "wrong size" in checkpoints.state_problem(path)
+
+
+def test_lock_refuses_a_second_live_writer(tmp_path):
+    ckpt_lock.acquire(tmp_path, None)
+    (tmp_path / ckpt_lock.LOCK).write_text(json.dumps({"job_id": None, "host": os.uname().nodename,
+                                                        "pid": os.getppid()}))
+    with pytest.raises(RuntimeError, match="is in use by pid"):
+        ckpt_lock.acquire(tmp_path, None)
+    (tmp_path / ckpt_lock.LOCK).write_text(json.dumps({"job_id": None, "host": os.uname().nodename,
+                                                        "pid": 2 ** 22 + 12345}))
+    ckpt_lock.acquire(tmp_path, None)  # a dead owner's lock is taken over
+    assert ckpt_lock.holder(tmp_path)["pid"] == os.getpid()
+    ckpt_lock.release(tmp_path)
+    assert ckpt_lock.holder(tmp_path) is None
