@@ -69,3 +69,38 @@ def tiny_sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
     return dict(model_path=str(model), data_path=str(data), ckpt_output_dir=str(ckpt), num_epochs=1,
                 effective_batch_size=16, learning_rate=1e-3, max_seq_len=256, max_tokens_per_gpu=4000,
                 device="cpu", data_process_num_cpu_procs=1, **over)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real 4-node Slurm cluster from slurm/cluster.sh (skipped, with the reason, where it cannot run)."""
+    import subprocess
+
+    script = REPO / "slurm" / "cluster.sh"
+    can = subprocess.run([str(script), "can-run"], capture_output=True, text=True)
+    if can.returncode != 0:
+        pytest.skip(f"real Slurm cluster cannot run on this machine: {(can.stdout + can.stderr).strip()}")
+    subprocess.run([str(script), "install"], check=True, capture_output=True)
+    up = subprocess.run([str(script), "up", "--nodes", "4"], capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, f"slurm/cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+    env = slurm_env_file(Path(up.stdout.strip().splitlines()[-1]))
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    mp.setenv("HPC_SFT_HOME", str(tmp_path_factory.mktemp("hpc_sft_home")))
+    yield env
+    mp.undo()
+    if not os.environ.get("HPC_SFT_KEEP_CLUSTER"):
+        subprocess.run([str(script), "down"], capture_output=True, timeout=120)
+
+
+def slurm_env_file(path: Path) -> dict:
+    """`export K=V` lines of the cluster's env.sh."""
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env

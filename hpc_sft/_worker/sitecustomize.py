@@ -3,13 +3,22 @@
 import os
 import sys
 
-_FEATURE_VARS = ("HPC_SFT_CPU", "HPC_SFT_PARAM_DIGEST_DIR")
+_FEATURE_VARS = ("HPC_SFT_CPU", "HPC_SFT_PARAM_DIGEST_DIR", "HPC_SFT_EXACT_RESUME")
 _WORKER_SCRIPT = "/instructlab/training/main_ds.py"
 
 
 def _is_ilt_worker() -> bool:
     argv = getattr(sys, "argv", None) or [""]
     return os.path.abspath(argv[0]).replace(os.sep, "/").endswith(_WORKER_SCRIPT)
+
+
+def _shield_signals() -> None:
+    """HPC_SFT_SHIELD_SIGNALS=USR1,USR2: every process started with the shim (torchrun too) ignores them."""
+    spec = os.environ.get("HPC_SFT_SHIELD_SIGNALS", "").strip()
+    if spec:
+        from hpc_sft_shim.resume import shield_signals
+
+        shield_signals(spec)
 
 
 def _activate() -> None:
@@ -27,6 +36,7 @@ def _chain() -> None:
 
 
 try:
+    _shield_signals()
     _activate()
 finally:
     _chain()

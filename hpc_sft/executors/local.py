@@ -1,10 +1,10 @@
 """The local executor: run the backend on this machine, now, and return a TrainingResult."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import logging
 
 from .. import ckpt_lock
 from ..checkpoints import quarantine_torn, result_from_disk

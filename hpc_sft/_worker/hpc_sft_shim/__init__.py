@@ -16,6 +16,10 @@ def activate() -> None:
         from hpc_sft_shim import cpu
 
         cpu.install()
+    if flag("HPC_SFT_EXACT_RESUME"):
+        from hpc_sft_shim import resume
+
+        resume.install()
     digest_dir = os.environ.get("HPC_SFT_PARAM_DIGEST_DIR")
     if digest_dir:
         from hpc_sft_shim import digest

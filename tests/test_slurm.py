@@ -1,0 +1,85 @@
+"""sft(executor='slurm') on the real multi-node Slurm cluster from slurm/: rendezvous, training, data once."""
+import json
+import subprocess
+
+import pytest
+
+import hpc_sft
+from hpc_sft.api import split_values
+from hpc_sft.backends.instructlab import InstructLabTrainingSFTBackend
+from hpc_sft.launch import finalize
+from hpc_sft.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
+from hpc_sft.validate import build_config
+from hpc_sft.slurm_env import SlurmEnv, rendezvous
+from tests.conftest import tiny_sft_kwargs
+
+pytestmark = [pytest.mark.slurm, pytest.mark.training]
+
+
+def node_plans(job):
+    """The plan record each node logged, by node rank."""
+    plans = {}
+    for path in job.stdout_paths:
+        for line in path.read_text().splitlines():
+            if line.startswith(PLAN_TAG):
+                rec = json.loads(line[len(PLAN_TAG):])
+                plans[rec["node_rank"]] = rec
+    return plans
+
+
+def job_nodelist(job_id):
+    out = subprocess.run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "NodeList"], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def submit(tiny_model, tiny_data, ckpt, nodes, data_dir, **over):
+    kwargs = tiny_sft_kwargs(tiny_model, tiny_data, ckpt, data_output_dir=str(data_dir), **over)
+    return hpc_sft.sft(**kwargs, executor="slurm",
+                       slurm={"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main"})
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("shared-data")
+
+
+def test_two_nodes_train_as_one_world(slurm_cluster, tiny_model, tiny_data, tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("HPC_SFT_PARAM_DIGEST_DIR", str(tmp_path / "digests"))  # exported to the job by sbatch
+    job = submit(tiny_model, tiny_data, tmp_path / "ckpt", 2, shared_data)
+    result = job.wait(timeout_s=420)
+    assert result.samples_seen == 256 and result.restarts == 0
+    assert result.checkpoint_path == tmp_path / "ckpt" / "hf_format" / "samples_256"
+    plans = node_plans(job)
+    assert [plans[r]["host"] for r in (0, 1)] == ["node1", "node2"]
+    assert plans[0]["rdzv_endpoint"] == plans[1]["rdzv_endpoint"] and plans[0]["rdzv_endpoint"].startswith("node1:")
+    assert plans[0]["rdzv_id"] == job.job_id
+    # each node ran its own torchrun; both ranks of one world of two trained
+    for rank in (0, 1):
+        log = (tmp_path / "ckpt" / f"full_logs_global{rank}.log").read_text()
+        assert f"Rank: {rank}, loss =" in log
+    digests = {p.name: json.loads(p.read_text()) for p in (tmp_path / "digests").glob("rank*.json")}
+    assert {d["world_size"] for d in digests.values()} == {2} and len(digests) == 2
+    assert digests["rank0.json"]["sha256"] == digests["rank1.json"]["sha256"]
+    logs = [p.read_text() for p in job.stdout_paths]
+    assert "processing data into" in logs[0] and "data cache ready" in logs[1]
+    assert "processing data into" not in logs[1]
+
+
+def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, tiny_data, tmp_path, shared_data):
+    config = build_config(*split_values(
+        {**tiny_sft_kwargs(tiny_model, tiny_data, tmp_path / "ckpt", data_output_dir=str(shared_data)),
+         "executor": "slurm", "slurm": {"nodes": 4}}))
+    prepare_data(config, InstructLabTrainingSFTBackend(), 0)  # the cache exists (built here if run alone)
+    job = submit(tiny_model, tiny_data, tmp_path / "ckpt", 4, shared_data)
+    result = job.wait(timeout_s=600)
+    assert result.samples_seen == 256
+    seen = node_plans(job)
+    nodelist = job_nodelist(job.job_id)
+    for rank in range(4):
+        env = SlurmEnv(job_id=job.job_id, nodelist=nodelist, nnodes=4, node_rank=rank)
+        expected = plan_record(finalize(slurm_launch(config, rendezvous(env))), f"node{rank + 1}")
+        assert seen[rank] == expected
+    # the data cache from the first job is reused: nobody tokenizes again
+    logs = [p.read_text() for p in job.stdout_paths]
+    assert "data cache hit" in logs[0] and all("processing data into" not in text for text in logs)
