@@ -55,14 +55,16 @@ def run(cmd: list[str], timeout: float = 30) -> str:
 
 
 def slurm_state(job_id: str) -> dict:
-    """{'state', 'restarts', 'elapsed'} from sacct (the allocation line), or squeue when sacct knows nothing."""
-    out = run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,Restarts,Elapsed"]).strip()
-    if out:
-        state, restarts, elapsed = out.splitlines()[-1].split("|")[:3]
-        return {"state": state.split()[0], "restarts": int(restarts or 0), "elapsed": elapsed}
-    out = run(["squeue", "-h", "-j", str(job_id), "-o", "%T|%M"]).strip()
-    state, _, elapsed = (out or "UNKNOWN|").partition("|")
-    return {"state": state, "restarts": 0, "elapsed": elapsed}
+    """{'state', 'restarts', 'elapsed'}: scontrol while slurmctld remembers the job, else sacct."""
+    try:
+        fields = dict(item.split("=", 1) for item in run(["scontrol", "show", "job", "-o", str(job_id)]).split()
+                      if "=" in item)
+        return {"state": fields.get("JobState", "UNKNOWN"), "restarts": int(fields.get("Restarts", 0)),
+                "elapsed": fields.get("RunTime", "")}
+    except SubmitError:  # purged from slurmctld's memory: ask the accounting database
+        out = run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,Elapsed"]).strip()
+        state, _, elapsed = (out.splitlines()[-1] if out else "UNKNOWN|").partition("|")
+        return {"state": state.split()[0] if state else "UNKNOWN", "restarts": None, "elapsed": elapsed}
 
 
 def cancel(job_id: str) -> None:
