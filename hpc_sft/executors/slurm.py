@@ -1,6 +1,7 @@
 """The Slurm executor: a pure plan (sbatch script, per-node launch) and a submitit submission."""
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ def sbatch_parameters(config) -> dict[str, Any]:
     """submitit SlurmExecutor parameters (sbatch options) for this config. Pure."""
     opts = config.slurm
     params: dict[str, Any] = {
-        "job_name": f"hpc-sft-{Path(config.ckpt_output_dir).name}", "nodes": opts.nodes, "ntasks_per_node": 1,
+        "job_name": "hpc-sft-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.ckpt_output_dir).name)[:40], "nodes": opts.nodes, "ntasks_per_node": 1,
         "time": opts.timeout_min, "signal_delay_s": opts.signal_lead_s, "stderr_to_stdout": False,
         "setup": list(opts.setup), "additional_parameters": {"requeue": True, **opts.additional},
     }
