@@ -5,6 +5,12 @@ import signal
 from typing import Optional
 
 WARNING_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+_current: Optional["SignalRecorder"] = None
+
+
+def received() -> Optional[signal.Signals]:
+    """The first warning signal this process's recorder caught, if any."""
+    return signal.Signals[_current.received] if _current and _current.received else None
 
 
 class SignalRecorder:
@@ -18,6 +24,8 @@ class SignalRecorder:
         self.received = self.received or signal.Signals(signum).name
 
     def install(self) -> "SignalRecorder":
+        global _current
+        _current = self
         for sig in WARNING_SIGNALS:
             signal.signal(sig, self._handle)
         return self

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import signals
 from ..errors import ConfigError, TrainingError
 from ..launch import Launch
 from .base import Backend
@@ -69,7 +70,7 @@ class InstructLabTrainingSFTBackend(Backend):
 
         torch_kw, train_kw = map_args(config, launch)
         log = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
-        with environment(training_env(launch)):
+        with environment(training_env(launch)), replay_early_signal():
             try:
                 run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
             except RuntimeError as exc:
@@ -152,6 +153,27 @@ def environment(changes: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+@contextlib.contextmanager
+def replay_early_signal() -> Iterator[None]:
+    """A warning signal hpc-sft caught before run_training armed its own handlers becomes a checkpoint
+    request as soon as they are armed (otherwise it would be lost in that window)."""
+    from instructlab.training import on_demand_checkpoint as odc
+
+    original = odc.ParentSignalHandler.install
+
+    def install(handler) -> None:
+        original(handler)
+        early = signals.received()
+        if early is not None:
+            handler._handle(early, None)
+
+    odc.ParentSignalHandler.install = install
+    try:
+        yield
+    finally:
+        odc.ParentSignalHandler.install = original
 
 
 def installed_version() -> str:

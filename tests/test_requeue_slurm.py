@@ -1,0 +1,125 @@
+"""Requeue-safe runs on the real cluster: preemption storm, time limit, loops; bit-identical to uninterrupted."""
+import json
+import subprocess
+import time
+
+import pytest
+
+import hpc_sft
+from hpc_sft import jobs
+from hpc_sft.node_task import PLAN_TAG
+from hpc_sft.progress import step_metrics
+from hpc_sft.resume import read_status
+from tests.conftest import tiny_sft_kwargs
+
+pytestmark = [pytest.mark.slurm, pytest.mark.training]
+
+
+@pytest.fixture(scope="module")
+def data_1200(tmp_path_factory):
+    from hpc_sft.tiny import write_tiny_dataset
+
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "train-1200.jsonl", n=1200)
+
+
+def kwargs_for(tiny_model, data, ckpt, **over):
+    return tiny_sft_kwargs(tiny_model, data, ckpt, num_epochs=2, **over)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, data_1200, tmp_path_factory):
+    """Uninterrupted run, same seed, same world size (2 processes), for the bit-for-bit comparison."""
+    ckpt = tmp_path_factory.mktemp("reference") / "ckpt"
+    result = hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt), nproc_per_node=2)
+    return result
+
+
+def final_weights(result):
+    return (result.checkpoint_path / "model.safetensors").read_bytes()
+
+
+def samples_now(ckpt) -> int:
+    records = step_metrics(ckpt)
+    return records[-1]["samples_seen"] if records else 0
+
+
+def wait_until(predicate, timeout_s, what, poll_s=0.3):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
+def preempt() -> str:
+    """A job in the high partition that needs all four nodes exclusively: Slurm preempts what runs there."""
+    out = subprocess.run(["sbatch", "--parsable", "-p", "high", "-N", "4", "--exclusive", "-t", "5",
+                          "--wrap", "sleep 1"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def submit(tiny_model, data, ckpt, nodes, slurm_over=None, **over):
+    slurm = {"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
+    slurm.update(slurm_over or {})
+    return hpc_sft.sft(**kwargs_for(tiny_model, data, ckpt, **over), executor="slurm", slurm=slurm)
+
+
+def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_1200, reference, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    job = submit(tiny_model, data_1200, ckpt, 2)
+    # mid epoch 0; early in epoch 1 (the 2nd epoch of the resumed process); late in epoch 1
+    for number, target in enumerate((300, 1300, 2000), start=1):
+        wait_until(lambda: samples_now(ckpt) >= target, 300, f"{target} samples")
+        preempt()
+        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
+    result = job.wait(timeout_s=600)
+    assert result.restarts >= 3
+    assert result.samples_seen == reference.samples_seen == 2400
+    assert final_weights(result) == final_weights(reference)
+    stops = read_status(ckpt)["stops"]
+    assert [s["action"] for s in stops][-1] == "finish" and sum(s["action"] == "requeue" for s in stops) >= 3
+    resumed_in_epoch_1 = [s for s in stops if s["action"] == "requeue" and 1200 < s["samples_seen"] < 2400]
+    assert len(resumed_in_epoch_1) >= 2, stops
+
+
+def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 75})
+    result = job.wait(timeout_s=900)
+    assert result.restarts >= 1
+    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
+    stops = read_status(ckpt)["stops"]
+    assert all(s["action"] == "requeue" for s in stops[:-1]) and stops[-1]["action"] == "finish"
+
+
+def test_requeue_budget_stops_the_job(slurm_cluster, tiny_model, data_1200, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    job = submit(tiny_model, data_1200, ckpt, 1, {"time": "00:02:00", "signal_lead_s": 75, "max_requeues": 0})
+    with pytest.raises(RuntimeError, match="failed"):
+        job.wait(timeout_s=400)
+    status = read_status(ckpt)
+    assert status["outcome"] == "gave up" and "max_requeues=0 is used up" in status["stops"][-1]["reason"]
+    assert "max_requeues=0 is used up" in job.log_paths(0)[1].read_text() + job.log_paths(0)[0].read_text()
+
+
+def plan_lines(job) -> int:
+    path = job.log_paths(0)[0]
+    return path.read_text().count(PLAN_TAG) if path.is_file() else 0
+
+
+def test_no_progress_guard_stops_a_loop(slurm_cluster, tiny_model, data_1200, tmp_path):
+    """Every run is interrupted right after it starts (as by a cluster that keeps preempting it at once)."""
+    ckpt = tmp_path / "ckpt"
+    job = submit(tiny_model, data_1200, ckpt, 1)
+    for run in range(1, 4):
+        wait_until(lambda: plan_lines(job) >= run or job.done(), 120, f"start of run {run}")
+        if job.done():
+            break
+        subprocess.run(["scancel", "-s", "USR2", job.job_id], check=True)
+        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= run or job.done(), 120,
+                   f"end of run {run}")
+    with pytest.raises(RuntimeError, match="failed"):
+        job.wait(timeout_s=120)
+    status = read_status(ckpt)
+    assert status["outcome"] == "gave up", status
+    assert "no progress in the last two runs" in status["stops"][-1]["reason"]
+    assert [s["action"] for s in status["stops"]] == ["requeue", "requeue", "give_up"]
