@@ -82,6 +82,14 @@ def read_metadata(path: Path) -> dict:
     return torch.load(path / "training_metadata.json", weights_only=True)
 
 
+def repair_and_quarantine(ckpt_dir: Path, log=None) -> list[Path]:
+    """Before a run: finish or undo an interrupted publish, then move torn states aside."""
+    from ._worker.hpc_sft_shim.resume import repair_full_states
+
+    repair_full_states(ckpt_dir, log=log)
+    return quarantine_torn(ckpt_dir, log)
+
+
 def quarantine_torn(ckpt_dir: Path, log=None) -> list[Path]:
     """Move every unusable full state to {ckpt}/quarantine/ (outside full_state/); return the new paths."""
     moved = []

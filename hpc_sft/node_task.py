@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import ckpt_lock, datacache, jobs, registry
-from .checkpoints import newest_state, quarantine_torn, result_from_disk
+from .checkpoints import newest_state, repair_and_quarantine, result_from_disk
 from .errors import ConfigError, SubmitError, TrainingError
 from .launch import Launch, finalize
 from .result import TrainingResult
@@ -96,7 +96,7 @@ class NodeTask:
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         if lead:
             ckpt_lock.acquire(ckpt, env.job_id)
-            quarantine_torn(ckpt, log.warning)
+            repair_and_quarantine(ckpt, log.warning)
         backend = registry.backend_class(self.config.backend)()
         data_dir = prepare_data(self.config, backend, rdzv.node_rank)
         if recorder.received is None:

@@ -13,12 +13,21 @@ def _is_ilt_worker() -> bool:
 
 
 def _shield_signals() -> None:
-    """HPC_SFT_SHIELD_SIGNALS=USR1,USR2: every process started with the shim (torchrun too) ignores them."""
-    spec = os.environ.get("HPC_SFT_SHIELD_SIGNALS", "").strip()
-    if spec:
-        from hpc_sft_shim.resume import shield_signals
+    """HPC_SFT_SHIELD_SIGNALS=USR1,USR2: every process started with the shim (torchrun too) ignores them.
 
-        shield_signals(spec)
+    A signal sent to a whole Slurm step then reaches only the process that called run_training.
+    """
+    spec = os.environ.get("HPC_SFT_SHIELD_SIGNALS", "")
+    if not spec.strip():
+        return
+    import signal
+
+    for name in filter(None, (part.strip().upper() for part in spec.split(","))):
+        sig = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
+        if isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_IGN)
+        else:
+            sys.stderr.write(f"hpc-sft shim: HPC_SFT_SHIELD_SIGNALS: cannot ignore {name!r}\n")
 
 
 def _activate() -> None:
@@ -37,6 +46,8 @@ def _chain() -> None:
 
 try:
     _shield_signals()
-    _activate()
 finally:
-    _chain()
+    try:
+        _activate()
+    finally:
+        _chain()

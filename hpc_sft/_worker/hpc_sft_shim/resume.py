@@ -1,4 +1,4 @@
-"""HPC_SFT_EXACT_RESUME and HPC_SFT_SHIELD_SIGNALS for instructlab-training 0.16.2 workers.
+"""HPC_SFT_EXACT_RESUME: exact mid-epoch resume and atomic full-state saves (instructlab-training 0.16.2).
 
 Exact mid-epoch resume
     ILT's on-demand save records ``global_step``, a count that starts at 1 per *process* and
@@ -19,9 +19,8 @@ Atomic full-state saves
     ``repair_full_states`` (run by the workers before ILT loads a state, and callable from the
     parent) finishes or undoes a publish that a crash interrupted.
 
-Signal shield
-    ``shield_signals("USR1,USR2")`` sets those signals to SIG_IGN (torchrun agent and workers),
-    so a signal sent to a whole Slurm step reaches only the process that called run_training.
+(HPC_SFT_SHIELD_SIGNALS, the signal shield for torchrun and the workers, is in sitecustomize.py:
+it must act in every process, cheaply.)
 
 This module imports nothing heavy at import time: the parent may import it (as
 ``hpc_sft._worker.hpc_sft_shim.resume``) for ``repair_full_states`` and ``marker_problem``.
@@ -43,28 +42,6 @@ _EPOCH_DIR = re.compile(r"epoch_\d+")
 
 # optimizer steps completed in this process, per epoch (the EpochSampler's epoch)
 _applied_steps: dict = {}
-
-
-# --------------------------------------------------------------------------
-# signal shield (any process with the shim on PYTHONPATH)
-# --------------------------------------------------------------------------
-
-
-def shield_signals(spec: str) -> list:
-    """Set each signal named in ``spec`` ("USR1,USR2" or "SIGUSR1,...") to SIG_IGN."""
-    import signal
-
-    ignored = []
-    for name in (part.strip().upper() for part in spec.split(",")):
-        if not name:
-            continue
-        sig = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
-        if not isinstance(sig, signal.Signals) or sig in (signal.SIGKILL, signal.SIGSTOP):
-            print(f"hpc-sft shim: HPC_SFT_SHIELD_SIGNALS: cannot ignore {name!r}", file=sys.stderr)
-            continue
-        signal.signal(sig, signal.SIG_IGN)
-        ignored.append(sig)
-    return ignored
 
 
 # --------------------------------------------------------------------------
