@@ -134,6 +134,7 @@ def training_env(launch) -> dict[str, str]:
     env["HPC_SFT_EXACT_RESUME"] = "1"  # worker shim: exact mid-epoch resume, atomic full-state saves
     env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"  # torchrun and workers ignore them; only this process reacts
     env.setdefault("CHECKPOINT_TRIGGER_FILENAME", f"hpc-sft-ckpt-{os.getpid()}")  # never the shared default
+    env["HPC_SFT_EQUAL_MINIBATCHES"] = "1"  # padded packer (flash attention off) can deadlock ranks otherwise
     if launch.device == "cpu":
         env["HPC_SFT_CPU"] = "1"
         env["ACCELERATE_USE_CPU"] = "1"  # without it, >1 process on CPU does not synchronise gradients

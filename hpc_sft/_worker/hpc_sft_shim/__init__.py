@@ -16,6 +16,10 @@ def activate() -> None:
         from hpc_sft_shim import cpu
 
         cpu.install()
+    if flag("HPC_SFT_EQUAL_MINIBATCHES"):
+        from hpc_sft_shim import packing
+
+        packing.install()
     if flag("HPC_SFT_EXACT_RESUME"):
         from hpc_sft_shim import resume
 

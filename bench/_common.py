@@ -1,0 +1,45 @@
+"""Shared helpers for the cluster benchmarks: tiny inputs, metrics timestamps, Slurm job facts."""
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "bench"
+
+
+def tiny_inputs(n: int = 1200) -> tuple[Path, Path]:
+    from hpc_sft.tiny import build_tiny_model, write_tiny_dataset
+
+    model = build_tiny_model(CACHE / "tiny-model")
+    data = CACHE / f"train-{n}.jsonl"
+    if not data.is_file():
+        write_tiny_dataset(data, n=n)
+    return model, data
+
+
+def sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
+    kwargs = dict(model_path=str(model), data_path=str(data), ckpt_output_dir=str(ckpt), num_epochs=1,
+                  effective_batch_size=16, learning_rate=1e-3, max_seq_len=256, max_tokens_per_gpu=4000,
+                  device="cpu", data_process_num_cpu_procs=1)
+    kwargs.update(over)
+    return kwargs
+
+
+def step_records(ckpt: Path) -> list[dict]:
+    path = Path(ckpt) / "training_params_and_metrics_global0.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [r for r in rows if "samples_seen" in r and "step" in r]
+
+
+def ts(record: dict) -> float:
+    return datetime.fromisoformat(record["timestamp"]).timestamp()
+
+
+def job_start(job_id: str) -> float:
+    """The allocation's StartTime (of its latest run) from scontrol, as a UNIX time."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
+    fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+    return datetime.fromisoformat(fields["StartTime"]).timestamp()
