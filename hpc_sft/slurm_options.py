@@ -55,6 +55,24 @@ class SlurmOptions:
         return time_to_minutes(self.time)
 
 
+DOCS = {
+    "partition": "sbatch --partition (default: the cluster's default partition)",
+    "nodes": "number of nodes; one task per node; nnodes follows it",
+    "gpus_per_node": "sbatch --gpus-per-node (0: not passed, e.g. CPU partitions)",
+    "time": "time limit, any sbatch format: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S",
+    "account": "sbatch --account",
+    "qos": "sbatch --qos",
+    "constraint": "sbatch --constraint",
+    "cpus_per_task": "sbatch --cpus-per-task",
+    "mem": "sbatch --mem, e.g. \"200G\"",
+    "exclusive": "sbatch --exclusive",
+    "signal_lead_s": "seconds before the time limit that USR2 arrives: checkpoint, then requeue",
+    "max_requeues": "give up after this many requeues (time limits and preemptions)",
+    "setup": "shell lines run before the task: module load, venv/conda activation, exports",
+    "additional": "other sbatch options, e.g. { mail_type = \"END\", reservation = \"x\" }",
+    "folder": "job files and logs (default: {ckpt_output_dir}/slurm)",
+}
+
 INT_FIELDS = {"nodes": 1, "gpus_per_node": 0, "signal_lead_s": 1, "max_requeues": 0}
 STR_FIELDS = ("partition", "account", "qos", "constraint", "mem", "folder")
 

@@ -56,6 +56,21 @@ def test_create_algorithm_default_and_errors():
             raise AssertionError(f"create_algorithm{args} did not fail")
 
 
+def test_generated_docs_are_up_to_date():
+    from hpc_sft.docgen import generated
+
+    for path, text in generated(REPO).items():
+        assert path.read_text() == text, f"{path} is stale; regenerate with: python -m hpc_sft.docgen"
+
+
+def test_every_slurm_option_is_documented():
+    import dataclasses
+
+    from hpc_sft.slurm_options import DOCS, SlurmOptions
+
+    assert list(DOCS) == [f.name for f in dataclasses.fields(SlurmOptions)]
+
+
 def test_parameter_reference_doc_is_generated_from_spec():
     doc = (REPO / "docs" / "parameters.md").read_text()
     assert doc == spec.docs_markdown(), "regenerate with: python -m hpc_sft.docgen"
