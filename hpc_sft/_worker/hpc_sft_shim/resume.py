@@ -257,6 +257,15 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _fault_pause() -> None:
+    """Fault injection for tests: HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S holds every save between writing
+    and publishing, so a test can SIGKILL a real save at its most fragile point."""
+    seconds = float(os.environ.get("HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S") or 0)
+    if seconds > 0:
+        _log(f"fault injection: pausing {seconds:.0f}s before publishing a full state")
+        time.sleep(seconds)
+
+
 def _patch_utils(module) -> None:
     """utils.py:861 save_full_state (staged + published) and :916 load_latest_full_state (repair)."""
     import copy
@@ -283,6 +292,7 @@ def _patch_utils(module) -> None:
         bound.arguments["args"] = staged_args
         original_save(*bound.args, **bound.kwargs)
         _barrier()  # every rank has written its files
+        _fault_pause()
         if main:
             metadata = {"current_epoch": epoch, "samples_seen": bound.arguments["samples_seen"],
                         "global_step": bound.arguments["global_step"]}
