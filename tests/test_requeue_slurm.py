@@ -129,7 +129,7 @@ def test_kill_during_a_save_resumes_from_the_previous_complete_state(
         slurm_cluster, tiny_model, data_1200, reference, tmp_path, monkeypatch):
     ckpt, staged = tmp_path / "ckpt", tmp_path / "ckpt" / ".hpc_sft_staging" / "full_state"
     monkeypatch.setenv("HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S", "8")  # every save waits before publishing
-    job = submit(tiny_model, data_1200, ckpt, 1)
+    job = submit(tiny_model, data_1200, ckpt, 2)  # world size 2, like the reference
     monkeypatch.delenv("HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S")
     wait_until(lambda: (ckpt / "full_state" / "epoch_0" / "hpc_sft_complete.json").is_file(), 300, "epoch 0 state")
     wait_until(lambda: samples_now(ckpt) >= 1300, 120, "epoch 1 under way")
@@ -139,7 +139,7 @@ def test_kill_during_a_save_resumes_from_the_previous_complete_state(
     wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", job.job_id], capture_output=True,
                                           text=True).stdout.strip(), 60, "the killed job to leave the queue")
     assert not (ckpt / "full_state" / "epoch_1").exists() and (staged / "epoch_1").is_dir()
-    again = submit(tiny_model, data_1200, ckpt, 1)  # a new job on the same ckpt_output_dir
+    again = submit(tiny_model, data_1200, ckpt, 2)  # a new job on the same ckpt_output_dir
     result = again.wait(timeout_s=600)
     assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
     log = again.log_paths(0)[0].read_text() + (ckpt / "full_logs_global0.log").read_text()
