@@ -28,8 +28,9 @@ def sbatch_script(plan, recipe_name: str) -> str:
     """A standalone sbatch script doing what `hpc-sft submit` does, without submitit on the login node."""
     flags = [(k.replace("_", "-"), v) for k, v in sorted(plan.parameters.items())
              if k not in ("setup", "additional_parameters", "signal_delay_s", "stderr_to_stdout")]
-    flags += [("signal", f"USR2@{plan.config.slurm.signal_lead_s}"), ("open-mode", "append"),
-              ("output", f"{plan.folder}/%j/%j_batch.out")]
+    # the batch shell's own output stays Slurm's default (slurm-JOBID.out where you run sbatch): the job
+    # folder does not exist before the job starts, and Slurm cannot create it
+    flags += [("signal", f"USR2@{plan.config.slurm.signal_lead_s}"), ("open-mode", "append")]
     flags += [(k.replace("_", "-"), v) for k, v in plan.parameters["additional_parameters"].items()]
     return render("sbatch.sh.j2", recipe_name=recipe_name, flags=flags, setup=plan.config.slurm.setup,
                   python=sys.executable, venv_bin=os.path.dirname(sys.executable), folder=str(plan.folder),

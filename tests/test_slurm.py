@@ -1,6 +1,7 @@
 """sft(executor='slurm') on the real multi-node Slurm cluster from slurm/: rendezvous, training, data once."""
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -83,3 +84,30 @@ def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, ti
     # the data cache from the first job is reused: nobody tokenizes again
     logs = [p.read_text() for p in job.stdout_paths]
     assert "data cache hit" in logs[0] and all("processing data into" not in text for text in logs)
+
+
+def test_rendered_standalone_script_trains_on_the_cluster(slurm_cluster, tiny_model, tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from hpc_sft.cli import main
+    from hpc_sft.jobs import slurm_state
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'executor = "slurm"\n[sft]\nmodel_path = "{tiny_model}"\ndata_path = "{tiny_data}"\n'
+                      'ckpt_output_dir = "ckpt"\nnum_epochs = 1\neffective_batch_size = 16\nlearning_rate = 1e-3\n'
+                      'max_seq_len = 256\nmax_tokens_per_gpu = 4000\ndevice = "cpu"\ndata_process_num_cpu_procs = 1\n'
+                      '[slurm]\nnodes = 2\ntime = "00:20:00"\nsignal_lead_s = 60\nsetup = ["export FROM_SETUP=1"]\n')
+    script = tmp_path / "job.sbatch"
+    assert CliRunner().invoke(main, ["render", str(recipe), "-o", str(script)]).exit_code == 0
+    job_id = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, cwd=tmp_path,
+                            check=True).stdout.strip()
+    deadline = time.monotonic() + 420
+    while slurm_state(job_id)["state"] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED"):
+        assert time.monotonic() < deadline, "the rendered job did not finish"
+        time.sleep(2)
+    assert slurm_state(job_id)["state"] == "COMPLETED"
+    ckpt = tmp_path / "ckpt"
+    assert (ckpt / "hf_format" / "samples_256" / "model.safetensors").is_file()
+    node0 = (ckpt / "slurm" / job_id / f"{job_id}_0_log.out").read_text()
+    assert "hpc-sft: finished" in node0 and '"node_rank": 0' in node0
+    assert '"node_rank": 1' in (ckpt / "slurm" / job_id / f"{job_id}_1_log.out").read_text()
