@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ._worker.hpc_sft_shim.resume import MARKER  # written by the worker shim when it publishes a state
 from .result import TrainingResult
 
 SAMPLES_RE = re.compile(r"^samples_(\d+)$")
@@ -40,7 +41,6 @@ def result_from_disk(ckpt_dir: Path, restarts: int = 0) -> TrainingResult:
 
 
 # ---- full training states (compute side: reading metadata imports torch) ----
-MARKER = "hpc_sft_complete.json"
 REQUIRED = ("training_metadata.json", "optimizer.bin", "scheduler.bin")
 
 

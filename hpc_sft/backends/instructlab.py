@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import signals
+from .._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
 from ..errors import ConfigError, TrainingError
 from ..launch import Launch
 from .base import Backend
 
-TESTED_VERSIONS = ("0.16.2",)
 WORKER_DIR = Path(__file__).resolve().parent.parent / "_worker"
 
 # TrainingArgs fields of instructlab-training 0.16.2 (a test compares this with the real class).

@@ -6,9 +6,9 @@ import functools
 import os
 import sys
 
+from hpc_sft_shim.gate import require_tested
 from hpc_sft_shim.hooks import on_import
 
-TESTED_ILT_VERSIONS = ("0.16.2",)
 
 
 def install() -> None:
@@ -24,14 +24,7 @@ def install() -> None:
 
 
 def _check_supported(_module) -> None:
-    from importlib.metadata import version
-
-    installed = version("instructlab-training")
-    if installed not in TESTED_ILT_VERSIONS:
-        raise RuntimeError(
-            f"HPC_SFT_CPU: instructlab-training {installed} is installed, but the CPU "
-            f"patches were only tested with {', '.join(TESTED_ILT_VERSIONS)}."
-        )
+    require_tested("HPC_SFT_CPU")
     if _validation_split(sys.argv) > 0:
         raise RuntimeError("HPC_SFT_CPU: validation_split > 0 is not supported on CPU "
                            "(instructlab-training computes validation loss on cuda).")

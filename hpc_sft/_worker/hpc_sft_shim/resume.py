@@ -34,7 +34,6 @@ import shutil
 import sys
 import time
 
-TESTED_ILT_VERSIONS = ("0.16.2",)
 STAGING_DIR = ".hpc_sft_staging"  # {ckpt}/.hpc_sft_staging/{full_state,replaced}/epoch_E
 MARKER = "hpc_sft_complete.json"
 MARKER_FORMAT = "hpc-sft-full-state/1"
@@ -196,14 +195,9 @@ def install() -> None:
 
 
 def _check_supported(_module) -> None:
-    from importlib.metadata import version
+    from hpc_sft_shim.gate import require_tested
 
-    installed = version("instructlab-training")
-    if installed not in TESTED_ILT_VERSIONS:
-        raise RuntimeError(
-            f"HPC_SFT_EXACT_RESUME: instructlab-training {installed} is installed, but the resume "
-            f"patches were only tested with {', '.join(TESTED_ILT_VERSIONS)}."
-        )
+    require_tested("HPC_SFT_EXACT_RESUME")
 
 
 def _patch_accelerator(module) -> None:
