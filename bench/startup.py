@@ -17,7 +17,7 @@ from _common import job_start, sft_kwargs, step_records, tiny_inputs, ts  # noqa
 from _report import write_section  # noqa: E402
 
 
-def bare_run(model: Path, data: Path, ckpt: Path, process_data: bool) -> float:
+def bare_run(model: Path, data: Path, ckpt: Path, data_dir: Path, process_data: bool) -> float:
     """Seconds from calling run_training to its first logged step (same settings, CPU shim on)."""
     from hpc_sft.api import split_values
     from hpc_sft.backends import instructlab as ilt
@@ -25,7 +25,7 @@ def bare_run(model: Path, data: Path, ckpt: Path, process_data: bool) -> float:
     from hpc_sft.validate import build_config
     from instructlab.training import TorchrunArgs, TrainingArgs, run_training
 
-    config = build_config(*split_values(sft_kwargs(model, data, ckpt, data_output_dir=str(ckpt.parent / "bare-data"))))
+    config = build_config(*split_values(sft_kwargs(model, data, ckpt, data_output_dir=str(data_dir))))
     launch = Launch(nproc_per_node=1, device="cpu", process_data=process_data)
     torch_kw, train_kw = ilt.map_args(config, launch)
     start = time.time()
@@ -50,9 +50,9 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for i in range(3):
         results.setdefault("bare run_training, tokenizes the data", []).append(
-            bare_run(model, data, root / f"bare-cold-{i}" / "ckpt", True))
+            bare_run(model, data, root / f"bare-cold-{i}" / "ckpt", root / f"bare-data-{i}", True))
         results.setdefault("bare run_training, data already tokenized", []).append(
-            bare_run(model, data, root / f"bare-warm-{i}" / "ckpt", False))
+            bare_run(model, data, root / f"bare-warm-{i}" / "ckpt", root / f"bare-data-{i}", False))
         results.setdefault("hpc-sft on Slurm, first job (node 0 tokenizes)", []).append(
             slurm_run(model, data, root / f"slurm-cold-{i}" / "ckpt", root / f"data-{i}"))
         results.setdefault("hpc-sft on Slurm, data cache hit", []).append(

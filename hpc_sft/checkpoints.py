@@ -106,6 +106,17 @@ def quarantine_torn(ckpt_dir: Path, log=None) -> list[Path]:
     return moved
 
 
+def measured_save_seconds(ckpt_dir: Path) -> Optional[float]:
+    """The longest full-state save recorded in the markers of ckpt_dir (None: nothing measured yet)."""
+    found = []
+    for path in full_states(ckpt_dir):
+        try:
+            found.append(float(json.loads((path / MARKER).read_text())["save_seconds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return max(found) if found else None
+
+
 def newest_state(ckpt_dir: Path):
     """(path, metadata) of the newest complete full state, or (None, None)."""
     for path in full_states(ckpt_dir):

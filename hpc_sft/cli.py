@@ -52,9 +52,11 @@ def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
         click.echo(describe_plan(plan))
         return
     if config.executor == "slurm":
+        from .checkpoints import measured_save_seconds
         from .slurm_check import check_cluster
 
-        check_cluster(config.slurm)
+        for warning in check_cluster(config.slurm, measured_save_seconds(Path(config.ckpt_output_dir))):
+            click.echo(f"hpc-sft: warning: {warning}", err=True)
     from . import registry
 
     outcome = executor.submit(plan, registry.backend_class(config.backend)())

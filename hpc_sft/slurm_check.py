@@ -1,6 +1,7 @@
 """Check a Slurm config against the reachable cluster before queueing (partition, node count, time limit)."""
 from __future__ import annotations
 
+import re
 import shutil
 from typing import Optional
 
@@ -21,10 +22,35 @@ def partitions() -> dict[str, dict[str, str]]:
     return found
 
 
-def check_cluster(slurm) -> Optional[str]:
-    """Raise ConfigError for what the cluster would refuse; returns the partition checked (None: no cluster)."""
+def seconds(text: str) -> int:
+    """A Slurm duration (as scontrol prints GraceTime, e.g. 00:00:30 or 30) in seconds."""
+    parts = [int(p) for p in re.split(r"[-:]", text)] if re.fullmatch(r"[\d:-]+", text or "") else [0]
+    if "-" in text:
+        days, rest = parts[0], parts[1:] + [0] * (3 - len(parts[1:]))
+        return days * 86400 + rest[0] * 3600 + rest[1] * 60 + rest[2]
+    weights = [1, 60, 3600][: len(parts)][::-1]
+    return sum(p * w for p, w in zip(parts, weights))
+
+
+def timing_warnings(lead_s: int, grace_s: Optional[int], save_s: Optional[float]) -> list[str]:
+    """Warnings when the signal lead or the preemption grace time cannot cover one full-state save."""
+    if save_s is None:
+        return []
+    found = []
+    if grace_s is not None and grace_s < save_s:
+        found.append(f"the partition's GraceTime ({grace_s}s) is shorter than a measured full-state save "
+                     f"({save_s:.1f}s): a preempted job will be killed mid-save and lose the work since its last "
+                     "checkpoint. Fix: ask your admin for a longer GraceTime, or use a non-preemptible partition")
+    if lead_s < 2 * save_s:
+        found.append(f"slurm.signal_lead_s={lead_s} is less than twice a measured full-state save ({save_s:.1f}s). "
+                     f"Fix: set signal_lead_s to at least {int(2 * save_s) + 1}")
+    return found
+
+
+def check_cluster(slurm, save_s: Optional[float] = None) -> list[str]:
+    """Raise ConfigError for what the cluster would refuse; return warnings (none when no cluster answers)."""
     if shutil.which("scontrol") is None:
-        return None
+        return []
     parts = partitions()
     name = slurm.partition or ""
     if name not in parts:
@@ -40,4 +66,6 @@ def check_cluster(slurm) -> Optional[str]:
     if max_time not in ("UNLIMITED", "INFINITE") and slurm.timeout_min > time_to_minutes(max_time):
         raise ConfigError("slurm.time", f"{slurm.time} exceeds partition {info['PartitionName']}'s MaxTime {max_time}",
                           f"set time to at most {max_time}")
-    return info["PartitionName"]
+    preemptible = "REQUEUE" in info.get("PreemptMode", "").upper()
+    grace = seconds(info.get("GraceTime", "0")) if preemptible else None
+    return timing_warnings(slurm.signal_lead_s, grace, save_s)

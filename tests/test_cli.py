@@ -78,3 +78,10 @@ def test_login_commands_do_not_import_training_libraries(recipe):
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'instructlab')]; "
             "print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_hpc_sft_stays_light():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import hpc_sft"], capture_output=True,
+                         text=True, check=True).stderr
+    modules = {line.split("|")[-1].strip().split(".")[0] for line in out.splitlines() if "|" in line}
+    assert modules.isdisjoint({"torch", "transformers", "instructlab", "submitit", "datasets"}), modules

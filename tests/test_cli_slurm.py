@@ -2,6 +2,7 @@
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +82,13 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
         assert time.monotonic() < deadline, info
         time.sleep(2)
     assert info["state"] == "RUNNING" and info["samples_total"] == 24000
+    second = invoke("submit", recipe)  # a second writer of the same ckpt_output_dir is refused at submit
+    assert second.exit_code == 4 and f"is in use by Slurm job {job_id}" in second.output, second.output
+    code = ("import sys; from click.testing import CliRunner; from hpc_sft.cli import main; "
+            f"r = CliRunner().invoke(main, ['status', {job_id!r}]); assert r.exit_code == 0, r.output; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'instructlab')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)  # status stays light on a login node
     text = invoke("status", job_id).output
     assert f"job {job_id}: RUNNING" in text and "progress: [" in text and "/24000 samples" in text
     logs = invoke("logs", job_id, "--node", "0")

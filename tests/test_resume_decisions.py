@@ -82,3 +82,21 @@ def test_lock_refuses_a_second_live_writer(tmp_path):
     assert ckpt_lock.holder(tmp_path)["pid"] == os.getpid()
     ckpt_lock.release(tmp_path)
     assert ckpt_lock.holder(tmp_path) is None
+
+
+def test_grace_and_lead_are_checked_against_a_measured_save():
+    from hpc_sft.slurm_check import seconds, timing_warnings
+
+    assert (seconds("00:00:30"), seconds("30"), seconds("1-00:00:05"), seconds("05:00")) == (30, 30, 86405, 300)
+    assert timing_warnings(120, 30, None) == []  # nothing measured yet
+    assert timing_warnings(120, 30, 10.0) == []
+    grace, lead = timing_warnings(15, 5, 12.5)
+    assert "GraceTime (5s) is shorter than a measured full-state save (12.5s)" in grace
+    assert "signal_lead_s=15 is less than twice" in lead and "at least 26" in lead
+
+
+def test_measured_save_comes_from_the_markers(tmp_path):
+    path = make_state(tmp_path, 0)
+    assert checkpoints.measured_save_seconds(tmp_path) is None
+    (path / checkpoints.MARKER).write_text(json.dumps({"files": {}, "save_seconds": 3.25}))
+    assert checkpoints.measured_save_seconds(tmp_path) == 3.25

@@ -284,13 +284,16 @@ def _patch_utils(module) -> None:
         staged_args = copy.copy(train_args)
         staged_args.output_dir = root  # ILT writes {output_dir}/full_state/epoch_E
         bound.arguments["args"] = staged_args
+        started = time.monotonic()
         original_save(*bound.args, **bound.kwargs)
         _barrier()  # every rank has written its files
+        seconds = round(time.monotonic() - started, 3)
         _fault_pause()
         if main:
             metadata = {"current_epoch": epoch, "samples_seen": bound.arguments["samples_seen"],
                         "global_step": bound.arguments["global_step"]}
-            write_marker(staged, metadata, {"world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+            write_marker(staged, metadata, {"world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                                            "save_seconds": seconds})
             publish(staged, os.path.join(ckpt, "full_state", f"epoch_{epoch}"),
                     os.path.join(root, "replaced", f"epoch_{epoch}"))
             shutil.rmtree(root, ignore_errors=True)
