@@ -5,7 +5,6 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .api import split_values
 from .errors import ConfigError, HpcSftError, did_you_mean
@@ -126,16 +125,3 @@ def find_line(text: str, key: str) -> int | None:
         elif re.match(rf"\s*{re.escape(name)}\s*=", line) and (current in (section, "") or not name):
             return number
     return None
-
-
-def as_value(value: Any) -> str:
-    """A value written back as TOML (for init/render)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(as_value(v) for v in value) + "]"
-    raise TypeError(value)

@@ -18,14 +18,6 @@ def load(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def list_algorithms() -> list[str]:
-    return list(ALGORITHMS)
-
-
-def list_backends(algorithm: str = "sft") -> list[str]:
-    return list(_entry(algorithm)[1])
-
-
 def _entry(algorithm: str):
     if algorithm not in ALGORITHMS:
         raise ConfigError("algorithm_name", f"unknown algorithm {algorithm!r}",

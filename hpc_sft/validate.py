@@ -1,7 +1,6 @@
 """Turn raw sft() arguments into a validated SFTConfig, or raise an error naming the key and the fix."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from typing import Any, Mapping
@@ -113,8 +112,3 @@ def build_config(values: Mapping[str, Any], backend_kwargs: Mapping[str, Any]) -
     check_data_file(v["data_path"], pretraining=bool(v["is_pretraining"]),
                     column=v["document_column_name"] or "document")
     return SFTConfig(**v, **{KWARGS_NAME: backend_kwargs})
-
-
-def with_changes(config: SFTConfig, **changes: Any) -> SFTConfig:
-    """A copy of config with some fields replaced (no re-validation)."""
-    return dataclasses.replace(config, **changes)

@@ -19,14 +19,6 @@ class SlurmJob:
     def from_submitit(cls, job, plan) -> "SlurmJob":
         return cls(job, Path(str(plan.folder / "%j").replace("%j", job.job_id)), plan.config.slurm.nodes)
 
-    @classmethod
-    def attach(cls, job_id: str, folder: Path, nodes: int) -> "SlurmJob":
-        """A handle for a job submitted earlier (e.g. by another process)."""
-        import submitit
-
-        job = submitit.SlurmJob(folder=folder, job_id=str(job_id), tasks=tuple(range(nodes)))
-        return cls(job, folder, nodes)
-
     @property
     def job_id(self) -> str:
         return self._job.job_id
