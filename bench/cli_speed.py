@@ -48,7 +48,7 @@ def status_job(home: Path, folder: Path) -> str | None:
     """A job record for `status` (a finished 1-second job), when a cluster answers."""
     if not shutil.which("sbatch") or subprocess.run(["sinfo"], capture_output=True).returncode != 0:
         return None
-    job = subprocess.run(["sbatch", "--parsable", "--wrap", "true"], capture_output=True, text=True, check=True)
+    job = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true"], capture_output=True, text=True, check=True)
     job_id = job.stdout.strip()
     (home / "jobs").mkdir(parents=True)
     (home / "jobs" / f"{job_id}.json").write_text(json.dumps(

@@ -38,7 +38,7 @@ def events(log: Path) -> tuple[list[float], list[float]]:
 
 def preempt() -> float:
     sent = time.time()
-    subprocess.run(["sbatch", "--parsable", "-p", "high", "-N", "4", "--exclusive", "-t", "5", "--wrap", "sleep 1"],
+    subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-p", "high", "-N", "4", "--exclusive", "-t", "5", "--wrap", "sleep 1"],
                    check=True, capture_output=True)
     return sent
 

@@ -52,7 +52,7 @@ def wait_until(predicate, timeout_s, what, poll_s=0.3):
 
 def preempt() -> str:
     """A job in the high partition that needs all four nodes exclusively: Slurm preempts what runs there."""
-    out = subprocess.run(["sbatch", "--parsable", "-p", "high", "-N", "4", "--exclusive", "-t", "5",
+    out = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-p", "high", "-N", "4", "--exclusive", "-t", "5",
                           "--wrap", "sleep 1"], capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
