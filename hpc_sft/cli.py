@@ -63,7 +63,6 @@ def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     if config.executor == "local":
         click.echo(f"finished: checkpoint {outcome.checkpoint_path} ({outcome.samples_seen} samples seen)")
         return
-    jobs.record(outcome.job_id, outcome.folder, outcome.nodes, config.ckpt_output_dir, str(Path(recipe).resolve()))
     click.echo(f"submitted job {outcome.job_id} ({outcome.nodes} node(s))")
     click.echo(f"logs:   {outcome.folder}")
     click.echo(f"follow: hpc-sft logs {outcome.job_id} --follow   |   hpc-sft status {outcome.job_id}")

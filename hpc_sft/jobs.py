@@ -15,12 +15,12 @@ def home() -> Path:
     return Path(os.environ.get("HPC_SFT_HOME", "~/.hpc-sft")).expanduser()
 
 
-def record(job_id: str, folder: Path, nodes: int, ckpt_output_dir: str, recipe: Optional[str] = None) -> Path:
+def record(job_id: str, folder: Path, nodes: int, ckpt_output_dir: str) -> Path:
     """Remember where a job keeps its files, so status/logs work from any shell later."""
     path = home() / "jobs" / f"{job_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"job_id": str(job_id), "folder": str(folder), "nodes": nodes, "ckpt_output_dir": str(ckpt_output_dir),
-            "recipe": recipe, "submitted": time.time()}
+            "submitted": time.time()}
     path.write_text(json.dumps(data, indent=1))
     return path
 
@@ -38,6 +38,17 @@ def lookup(job_id: Optional[str]) -> dict:
         raise ConfigError("JOB", f"no record of job {job_id} in {folder}",
                           "pass a job id printed by `hpc-sft submit` (or set HPC_SFT_HOME)")
     return json.loads(path.read_text())
+
+
+def queued_for(ckpt_output_dir: str) -> list[str]:
+    """Ids of recorded jobs that write ckpt_output_dir and are still queued or running."""
+    folder, target = home() / "jobs", str(Path(ckpt_output_dir).resolve())
+    ids = [json.loads(p.read_text())["job_id"] for p in folder.glob("*.json")
+           if json.loads(p.read_text()).get("ckpt_output_dir") == target] if folder.is_dir() else []
+    if not ids:
+        return []
+    alive = set(run(["squeue", "-h", "-o", "%i"]).split())
+    return [i for i in ids if i in alive]
 
 
 def run(cmd: list[str], timeout: float = 30) -> str:

@@ -71,6 +71,8 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
     res = invoke("submit", recipe)
     assert res.exit_code == 0, res.output
     job_id = re.search(r"submitted job (\d+)", res.output).group(1)
+    at_once = invoke("submit", recipe)  # a second writer of the same ckpt_output_dir, before the first starts
+    assert at_once.exit_code == 4 and f"is in use by Slurm job {job_id}" in at_once.output, at_once.output
     assert f"hpc-sft logs {job_id} --follow" in res.output
     deadline = time.monotonic() + 240
     while True:  # wait for real progress

@@ -23,7 +23,7 @@ def data_1200(tmp_path_factory):
 
 
 def kwargs_for(tiny_model, data, ckpt, **over):
-    return tiny_sft_kwargs(tiny_model, data, ckpt, num_epochs=2, **over)
+    return tiny_sft_kwargs(tiny_model, data, ckpt, **{"num_epochs": 2, **over})
 
 
 @pytest.fixture(scope="module")
@@ -81,23 +81,34 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
     assert len(resumed_in_epoch_1) >= 2, stops
 
 
-def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference, tmp_path):
+@pytest.fixture(scope="module")
+def reference_4_epochs(tiny_model, data_1200, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("reference-4") / "ckpt"
+    return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt, num_epochs=4), nproc_per_node=2)
+
+
+def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference_4_epochs, tmp_path):
+    # 4 epochs take longer than one 2-minute allocation can give (the warning comes 45-75 s in)
     ckpt = tmp_path / "ckpt"
-    job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 75})
+    job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 75}, num_epochs=4)
     result = job.wait(timeout_s=900)
     assert result.restarts >= 1
-    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
+    assert result.samples_seen == 4800 and final_weights(result) == final_weights(reference_4_epochs)
     stops = read_status(ckpt)["stops"]
     assert all(s["action"] == "requeue" for s in stops[:-1]) and stops[-1]["action"] == "finish"
+    assert all("checkpoint signal" in s["reason"] for s in stops[:-1])
 
 
 def test_requeue_budget_stops_the_job(slurm_cluster, tiny_model, data_1200, tmp_path):
     ckpt = tmp_path / "ckpt"
-    job = submit(tiny_model, data_1200, ckpt, 1, {"time": "00:02:00", "signal_lead_s": 75, "max_requeues": 0})
+    job = submit(tiny_model, data_1200, ckpt, 1, {"max_requeues": 0})
+    wait_until(lambda: samples_now(ckpt) >= 160, 300, "training under way")
+    subprocess.run(["scancel", "-s", "USR2", job.job_id], check=True)  # a warning, as before a time limit
     with pytest.raises(RuntimeError, match="failed"):
-        job.wait(timeout_s=400)
+        job.wait(timeout_s=300)
     status = read_status(ckpt)
     assert status["outcome"] == "gave up" and "max_requeues=0 is used up" in status["stops"][-1]["reason"]
+    assert 160 <= status["stops"][-1]["samples_seen"] < 2400
     assert "max_requeues=0 is used up" in job.log_paths(0)[1].read_text() + job.log_paths(0)[0].read_text()
 
 

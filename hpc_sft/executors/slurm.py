@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import ckpt_lock
-from ..errors import SubmitError
+from .. import ckpt_lock, jobs
+from ..errors import SubmitError, TrainingError
 from ..node_task import NodeTask
 from ..slurm_env import PORT_BASE, PORT_SPAN
 from .slurm_job import SlurmJob
@@ -73,7 +73,12 @@ class SlurmExecutor:
     def submit(self, plan: SlurmPlan, backend=None) -> SlurmJob:
         import submitit
 
-        ckpt_lock.check_free(Path(plan.config.ckpt_output_dir))
+        ckpt = Path(plan.config.ckpt_output_dir).resolve()
+        ckpt_lock.check_free(ckpt)
+        waiting = jobs.queued_for(str(ckpt))
+        if waiting:
+            raise TrainingError(f"ckpt_output_dir {ckpt} is in use by Slurm job {waiting[0]} (queued). Fix: wait for "
+                                "it, cancel it, or choose another ckpt_output_dir")
         if backend is not None:
             backend.check_values(plan.config)
         executor = submitit.SlurmExecutor(folder=plan.folder / "%j", max_num_timeout=plan.config.slurm.max_requeues)
@@ -83,4 +88,6 @@ class SlurmExecutor:
         except Exception as exc:  # sbatch's own message says what Slurm refused
             raise SubmitError(f"sbatch refused the job: {exc}. Nothing was queued. "
                               "Fix: check the [slurm] options (partition, nodes, time)") from None
-        return SlurmJob.from_submitit(job, plan)
+        handle = SlurmJob.from_submitit(job, plan)
+        jobs.record(handle.job_id, handle.folder, handle.nodes, str(ckpt))
+        return handle
