@@ -82,18 +82,19 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
 
 
 @pytest.fixture(scope="module")
-def reference_4_epochs(tiny_model, data_1200, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("reference-4") / "ckpt"
-    return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt, num_epochs=4), nproc_per_node=2)
+def reference_5_epochs(tiny_model, data_1200, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("reference-5") / "ckpt"
+    return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt, num_epochs=5), nproc_per_node=2)
 
 
-def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference_4_epochs, tmp_path):
-    # 4 epochs take longer than one 2-minute allocation can give (the warning comes 45-75 s in)
+def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference_5_epochs, tmp_path):
+    # Slurm sends the warning once now + lead + 30 s (its PERIODIC_TIMEOUT) reaches the end, checking every
+    # 30 s: with 2 min and a 50 s lead it comes 40-70 s in, after start-up (~15 s) and before 5 epochs end.
     ckpt = tmp_path / "ckpt"
-    job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 75}, num_epochs=4)
+    job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 50}, num_epochs=5)
     result = job.wait(timeout_s=900)
     assert result.restarts >= 1
-    assert result.samples_seen == 4800 and final_weights(result) == final_weights(reference_4_epochs)
+    assert result.samples_seen == 6000 and final_weights(result) == final_weights(reference_5_epochs)
     stops = read_status(ckpt)["stops"]
     assert all(s["action"] == "requeue" for s in stops[:-1]) and stops[-1]["action"] == "finish"
     assert all("checkpoint signal" in s["reason"] for s in stops[:-1])

@@ -53,8 +53,13 @@ def test_node_rank_below_nnodes(base_kwargs):
 
 
 def test_unknown_backend_lists_valid_choices(base_kwargs):
-    with pytest.raises(ValueError, match="unknown backend 'ilab'.*use one of: instructlab-training"):
+    with pytest.raises(ValueError, match="unknown backend 'ilab'.*use one of: instructlab-training, trl"):
         hpc_sft.sft(**base_kwargs, backend="ilab")
+
+
+def test_trl_backend_is_local_only_for_now(base_kwargs):
+    with pytest.raises(ValueError, match="executor: 'slurm' is not supported with backend 'trl' yet"):
+        hpc_sft.sft(**base_kwargs, backend="trl", executor="slurm")
 
 
 def test_unknown_backend_kwarg_lists_valid_fields(base_kwargs):

@@ -17,6 +17,8 @@ class Backend(ABC):
     required: ClassVar[Mapping[str, Any]] = {}
     #: backend field -> the sft() parameter to use instead
     aliases: ClassVar[Mapping[str, str]] = {}
+    #: executors whose finish/requeue path this backend supports
+    executors: ClassVar[tuple[str, ...]] = ("local", "slurm")
 
     @classmethod
     def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
@@ -29,6 +31,13 @@ class Backend(ABC):
                 from ..spec import BY_NAME
 
                 raise unknown_key(key, cls.kwarg_fields, f"{cls.name} backend field", hints=BY_NAME)
+
+    @classmethod
+    def check_executor(cls, executor: str) -> None:
+        if executor not in cls.executors:
+            raise ConfigError("executor", f"{executor!r} is not supported with backend {cls.name!r} yet",
+                              f"use executor = {cls.executors[0]!r}, or backend 'instructlab-training' for "
+                              f"{executor!r}")
 
     @classmethod
     def check_required(cls, values: Mapping[str, Any]) -> None:

@@ -1,0 +1,422 @@
+"""TRL adapter: a pure mapping of our config to trl.SFTConfig kwargs, and a thin run of SFTTrainer.
+
+Importing this module imports neither trl, transformers, datasets nor torch (login nodes stay light).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError, TrainingError
+from ..launch import Launch
+from .base import Backend
+
+log = logging.getLogger("hpc_sft.trl")
+WORKER = Path(__file__).resolve().parent / "trl_worker.py"
+
+# trl.SFTConfig init fields of trl 1.16.0 (a test compares this with the real class).
+SFTCONFIG_FIELDS = frozenset({
+    "accelerator_config", "activation_checkpointing", "activation_checkpointing_kwargs", "activation_offloading",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "assistant_only_loss", "auto_find_batch_size",
+    "average_tokens_across_devices", "batch_eval_metrics", "bf16", "bf16_full_eval", "chat_template_path",
+    "completion_only_loss", "data_seed", "dataloader_drop_last", "dataloader_in_order",
+    "dataloader_multiprocessing_context", "dataloader_num_workers", "dataloader_persistent_workers",
+    "dataloader_pin_memory", "dataloader_prefetch_factor", "dataset_kwargs", "dataset_num_proc",
+    "dataset_text_field", "ddp_backend", "ddp_broadcast_buffers", "ddp_bucket_cap_mb",
+    "ddp_find_unused_parameters", "ddp_static_graph", "ddp_timeout", "debug", "deepspeed", "disable_tqdm",
+    "do_eval", "do_predict", "do_train", "enable_jit_checkpoint", "eos_token", "eval_accumulation_steps",
+    "eval_delay", "eval_do_concat_batches", "eval_on_start", "eval_packing", "eval_steps", "eval_strategy",
+    "eval_use_gather_object", "fp16", "fp16_full_eval", "fsdp", "fsdp_config", "full_determinism",
+    "gradient_accumulation_steps", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+    "greater_is_better", "hub_always_push", "hub_model_id", "hub_private_repo", "hub_revision", "hub_strategy",
+    "hub_token", "ignore_data_skip", "include_for_metrics", "include_num_input_tokens_seen", "label_names",
+    "label_smoothing_factor", "learning_rate", "length_column_name", "liger_kernel_config",
+    "load_best_model_at_end", "local_rank", "log_level", "log_level_replica", "log_on_each_node",
+    "logging_first_step", "logging_nan_inf_filter", "logging_steps", "logging_strategy", "loss_type",
+    "lr_scheduler_kwargs", "lr_scheduler_type", "max_grad_norm", "max_length", "max_steps",
+    "metric_for_best_model", "model_init_kwargs", "neftune_noise_alpha", "num_train_epochs", "optim",
+    "optim_args", "optim_target_modules", "output_dir", "packing", "packing_strategy", "pad_to_multiple_of",
+    "pad_token", "padding_free", "parallelism_config", "per_device_eval_batch_size",
+    "per_device_train_batch_size", "prediction_loss_only", "project", "push_to_hub", "remove_unused_columns",
+    "report_to", "restore_callback_states_from_checkpoint", "resume_from_checkpoint", "router_aux_loss_coef",
+    "run_name", "save_on_each_node", "save_only_model", "save_steps", "save_strategy", "save_total_limit",
+    "seed", "shuffle_dataset", "skip_memory_metrics", "tf32", "torch_compile", "torch_compile_backend",
+    "torch_compile_mode", "torch_empty_cache_steps", "trackio_bucket_id", "trackio_space_id",
+    "trackio_static_space_id", "train_sampling_strategy", "truncation_mode", "trust_remote_code", "use_cache",
+    "use_cpu", "use_liger_kernel", "warmup_steps", "weight_decay",
+})
+# SFTConfig field -> the sft() parameter that sets it (passing the field itself is an error saying so)
+ALIASES = {
+    "num_train_epochs": "num_epochs",
+    "max_length": "max_seq_len",
+    "output_dir": "ckpt_output_dir",
+    "per_device_train_batch_size": "effective_batch_size (with max_tokens_per_gpu)",
+    "gradient_accumulation_steps": "effective_batch_size (with max_tokens_per_gpu)",
+    "save_steps": "save_samples",
+    "save_strategy": "save_samples",
+    "use_cpu": "device",
+    "resume_from_checkpoint": "ckpt_output_dir (resume from its latest complete checkpoint-N is automatic)",
+    "local_rank": "nproc_per_node",
+}
+# sft() parameters with the same name as an SFTConfig field (set through sft(), never as a kwarg)
+SAME_NAME = frozenset({"learning_rate", "warmup_steps"})
+# LoRA through peft.LoraConfig: our kwarg -> LoraConfig field
+LORA_FIELDS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+               "lora_target_modules": "target_modules"}
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "adapter_model.safetensors", "adapter_model.bin")
+METRICS_NAME = "training_params_and_metrics_global0.jsonl"
+
+
+class TRLSFTBackend(Backend):
+    """SFT with TRL's SFTTrainer (imported only when training runs)."""
+
+    name = "trl"
+    kwarg_fields = (SFTCONFIG_FIELDS - set(ALIASES) - SAME_NAME) | set(LORA_FIELDS)
+    required = {"effective_batch_size": 128, "learning_rate": 1e-5, "max_seq_len": 4096}
+    aliases = ALIASES
+    executors = ("local",)  # the Slurm finish/requeue path reads instructlab-training's full_state layout
+
+    def __init__(self, callbacks: tuple = ()) -> None:
+        #: extra transformers TrainerCallbacks (in-process runs only; tests use them to stop early)
+        self.callbacks = tuple(callbacks)
+
+    def check_values(self, config) -> None:
+        """Refuse what this backend cannot do, then build the real SFTConfig (and LoraConfig) once."""
+        if config.is_pretraining:
+            raise ConfigError("is_pretraining", "is not supported by the trl backend",
+                              "use backend='instructlab-training' for pretraining, or drop is_pretraining")
+        nproc = config.nproc_per_node if isinstance(config.nproc_per_node, int) else 1
+        nnodes = config.nnodes or getattr(config.slurm, "nodes", None) or 1  # slurm: the allocation's nodes
+        launch = Launch(nproc_per_node=nproc, nnodes=nnodes, device=config.device or "cpu")
+        kwargs = map_args(config, launch)  # ConfigError for impossible batch arithmetic
+        from trl import SFTConfig
+
+        try:
+            SFTConfig(**kwargs)
+        except Exception as exc:  # ValueError/TypeError/KeyError from TrainingArguments.__post_init__
+            raise ConfigError(_guilty_key(config, launch), f"rejected by trl.SFTConfig: {exc}",
+                              "see the trl SFTConfig reference") from None
+        check_lora(config.backend_kwargs)
+        lora = lora_args(config)
+        if lora is not None:
+            from peft import LoraConfig
+
+            try:
+                LoraConfig(**lora)
+            except Exception as exc:
+                raise ConfigError("lora_r", f"rejected by peft.LoraConfig: {exc}",
+                                  "check lora_r, lora_alpha, lora_dropout, lora_target_modules") from None
+
+    def execute_training(self, config, launch) -> None:
+        nproc = _nproc(launch)
+        if nproc == 1 and launch.nnodes == 1:
+            try:
+                train(config, dataclasses.replace(launch, nproc_per_node=1), self.callbacks)
+            except (ConfigError, TrainingError):
+                raise
+            except Exception as exc:
+                raise TrainingError(f"trl SFTTrainer failed: {type(exc).__name__}: {exc}") from exc
+            return
+        run_torchrun(config, dataclasses.replace(launch, nproc_per_node=nproc))
+
+    @staticmethod
+    def version() -> str:
+        from importlib.metadata import version
+
+        return version("trl")
+
+
+# ---------------------------------------------------------------- pure mapping
+
+def batch_layout(effective_batch_size: int, world: int, max_micro: Optional[int]) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) whose product times world is exactly the effective
+    batch; the per-device batch is the largest divisor not above max_micro (None: no limit)."""
+    if effective_batch_size % world:
+        raise ConfigError("effective_batch_size",
+                          f"{effective_batch_size} is not divisible by the {world} training processes "
+                          "(nnodes x nproc_per_node)",
+                          f"use a multiple of {world}, e.g. {world * max(1, effective_batch_size // world)}")
+    per_world = effective_batch_size // world
+    cap = per_world if max_micro is None else max(1, min(per_world, max_micro))
+    micro = max(d for d in range(1, cap + 1) if per_world % d == 0)
+    return micro, per_world // micro
+
+
+def map_args(config, launch) -> dict[str, Any]:
+    """trl.SFTConfig kwargs for this config and launch layout. Pure (nproc_per_node must be an int)."""
+    world = int(launch.nnodes or 1) * int(launch.nproc_per_node)
+    max_micro = None
+    if config.max_tokens_per_gpu is not None:
+        max_micro = max(1, config.max_tokens_per_gpu // config.max_seq_len)
+    micro, accum = batch_layout(config.effective_batch_size, world, max_micro)
+    args: dict[str, Any] = {
+        "output_dir": str(config.ckpt_output_dir),
+        "num_train_epochs": config.num_epochs or 1,
+        "per_device_train_batch_size": micro,
+        "gradient_accumulation_steps": accum,
+        "learning_rate": config.learning_rate,
+        "max_length": config.max_seq_len,
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    if config.warmup_steps is not None:
+        args["warmup_steps"] = config.warmup_steps
+    if config.save_samples:
+        args["save_strategy"] = "steps"
+        args["save_steps"] = -(-config.save_samples // config.effective_batch_size)
+    else:
+        args["save_strategy"] = "epoch"
+    if launch.device == "cpu":
+        args["use_cpu"] = True  # under torchrun this makes accelerate MULTI_CPU: DDP over gloo
+    args.update({k: v for k, v in config.backend_kwargs.items() if k not in LORA_FIELDS})
+    return args
+
+
+def lora_args(config) -> Optional[dict[str, Any]]:
+    """peft.LoraConfig kwargs, or None when lora_r is unset (full fine-tuning). Pure."""
+    kw = config.backend_kwargs
+    if not kw.get("lora_r"):
+        return None
+    lora = {"task_type": "CAUSAL_LM"}
+    lora.update({dst: kw[src] for src, dst in LORA_FIELDS.items() if kw.get(src) is not None})
+    return lora
+
+
+def check_lora(kw) -> None:
+    """peft.LoraConfig checks almost nothing; refuse bad LoRA values here, naming the key. Pure."""
+    def bad(key, want):
+        raise ConfigError(key, f"must be {want}, got {kw[key]!r}", f"set {key} to {want}")
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if kw.get("lora_r") is not None and not (isinstance(kw["lora_r"], int) and kw["lora_r"] > 0):
+        bad("lora_r", "a positive int")
+    if kw.get("lora_alpha") is not None and not (number(kw["lora_alpha"]) and kw["lora_alpha"] > 0):
+        bad("lora_alpha", "a positive number")
+    if kw.get("lora_dropout") is not None and not (number(kw["lora_dropout"]) and 0 <= kw["lora_dropout"] < 1):
+        bad("lora_dropout", "a number in [0, 1)")
+    modules = kw.get("lora_target_modules")
+    if modules is not None and not (isinstance(modules, str) or
+                                    (isinstance(modules, list) and all(isinstance(m, str) for m in modules))):
+        bad("lora_target_modules", "a module name pattern or a list of module names (e.g. ['q_proj', 'v_proj'])")
+    if not kw.get("lora_r") and any(kw.get(k) is not None for k in LORA_FIELDS if k != "lora_r"):
+        key = next(k for k in LORA_FIELDS if k != "lora_r" and kw.get(k) is not None)
+        raise ConfigError(key, "has no effect without lora_r", "set lora_r (e.g. lora_r=8) to train LoRA adapters")
+
+
+def _guilty_key(config, launch) -> str:
+    """The backend kwarg whose value SFTConfig rejects alone (else 'backend_kwargs')."""
+    from trl import SFTConfig
+
+    base = dataclasses.replace(config, backend_kwargs={})
+    for key, value in config.backend_kwargs.items():
+        if key in LORA_FIELDS:
+            continue
+        try:
+            SFTConfig(**{**map_args(base, launch), key: value})
+        except Exception:
+            return key
+    return "backend_kwargs"
+
+
+def _nproc(launch) -> int:
+    if isinstance(launch.nproc_per_node, int):
+        return launch.nproc_per_node
+    if launch.nproc_per_node in (None, "gpu") and launch.device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def checkpoint_problem(path: Path) -> Optional[str]:
+    """Why a Trainer checkpoint-N cannot be resumed from, or None when it is complete."""
+    if not (path / "trainer_state.json").is_file():
+        return "missing trainer_state.json"
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        return "no model weights"
+    if not (path / "optimizer.pt").is_file():
+        return "missing optimizer.pt"
+    if not (path / "scheduler.pt").is_file():
+        return "missing scheduler.pt"
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except ValueError:
+        return "unreadable trainer_state.json"
+    return None
+
+
+def latest_complete_checkpoint(output_dir, say=log.warning) -> Optional[Path]:
+    """The newest complete checkpoint-N under output_dir; torn ones are skipped with a log line."""
+    root = Path(output_dir)
+    found = []
+    for child in root.iterdir() if root.is_dir() else ():
+        match = CHECKPOINT_RE.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    for _, path in sorted(found, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        say(f"trl checkpoint {path} is torn ({problem}); skipping it and trying the previous one")
+    return None
+
+
+# ---------------------------------------------------------------- training (compute side)
+
+def train(config, launch, callbacks=()) -> None:
+    """One SFTTrainer run in this process (also each torchrun worker's body)."""
+    from datasets import load_dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**map_args(config, launch))
+    tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+    dataset = load_dataset("json", data_files=str(config.data_path), split="train")
+    peft_config = None
+    lora = lora_args(config)
+    if lora is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**lora)
+    metrics = Path(config.ckpt_output_dir) / METRICS_NAME
+
+    class MetricsLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                with open(metrics, "a") as fh:
+                    fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+    trainer = SFTTrainer(model=str(config.model_path), args=args, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[MetricsLog(), signal_stop_callback(), *callbacks])
+    resume = latest_complete_checkpoint(args.output_dir)
+    if resume is not None and trainer.is_world_process_zero():
+        log.warning(f"trl: resuming from {resume}")
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    save_final(trainer, config, lora is not None)
+
+
+def signal_stop_callback():
+    """A TrainerCallback: once hpc-sft's SignalRecorder in this process caught a warning signal (Slurm time
+    limit, preemption), save checkpoint-N after the current optimizer step and stop (in-process runs)."""
+    from transformers import TrainerCallback
+
+    from .. import signals
+
+    class SignalStop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            got = signals.received()
+            if got is not None and not control.should_training_stop:
+                log.warning(f"trl: got {got.name}; saving checkpoint-{state.global_step} and stopping")
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return SignalStop()
+
+
+def resume_facts(output_dir, effective_batch_size: int) -> Optional[dict]:
+    """What the newest complete checkpoint-N says, for the Slurm requeue decision (no heavy imports):
+    {'epoch': completed epochs, 'samples_seen', 'global_step', 'finished'}; None when there is none."""
+    path = latest_complete_checkpoint(output_dir)
+    if path is None:
+        return None
+    state = json.loads((path / "trainer_state.json").read_text())
+    step, max_steps = int(state["global_step"]), int(state.get("max_steps") or 0)
+    return {"epoch": int(state.get("epoch") or 0), "samples_seen": step * effective_batch_size,
+            "global_step": step, "finished": bool(max_steps) and step >= max_steps}
+
+
+def save_final(trainer, config, merged_lora: bool) -> Path:
+    """Write {ckpt}/hf_format/samples_N (N = global_step x effective batch) atomically."""
+    samples = trainer.state.global_step * config.effective_batch_size
+    root = Path(config.ckpt_output_dir) / "hf_format"
+    final, tmp = root / f"samples_{samples}", root / f".samples_{samples}.tmp"
+    if not merged_lora:
+        trainer.save_model(str(tmp))  # collective under DDP/FSDP: every rank calls it
+    if trainer.is_world_process_zero():
+        if merged_lora:
+            model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            model.save_pretrained(str(tmp))
+            trainer.processing_class.save_pretrained(str(tmp))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    return final
+
+
+# ---------------------------------------------------------------- multi-process
+
+def launch_file(config, launch) -> Path:
+    """Write the worker's arguments (config + launch) as JSON; return the path."""
+    cfg = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "slurm"}
+    path = Path(config.ckpt_output_dir) / f"trl_launch_node{launch.node_rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": cfg, "launch": dataclasses.asdict(launch)}, default=str))
+    return path
+
+
+def read_launch_file(path) -> tuple[Any, Launch]:
+    from ..spec import SFTConfig
+
+    data = json.loads(Path(path).read_text())
+    launch = data["launch"]
+    launch["env"] = tuple(tuple(pair) for pair in launch.get("env", ()))
+    return SFTConfig(**data["config"]), Launch(**launch)
+
+
+def torchrun_command(launch, args_file) -> list[str]:
+    """The torchrun command line for one node. Pure."""
+    cmd = ["torchrun", f"--nproc-per-node={launch.nproc_per_node}", f"--nnodes={launch.nnodes}",
+           f"--node-rank={launch.node_rank}", f"--rdzv-id={launch.rdzv_id}"]
+    if launch.rdzv_endpoint:
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
+    elif launch.master_addr:
+        cmd += [f"--master-addr={launch.master_addr}", f"--master-port={launch.master_port or 29500}",
+                "--rdzv-backend=static"]
+    else:
+        cmd += ["--standalone"]
+    return cmd + [str(WORKER), str(args_file)]
+
+
+def worker_env(launch) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(dict(launch.env))
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    package_root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    if launch.device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"  # same as use_cpu=True; also for code paths that read only the env
+    return env
+
+
+def run_torchrun(config, launch) -> None:
+    args_file = launch_file(config, launch)
+    logfile = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
+    cmd = torchrun_command(launch, args_file)
+    with open(logfile, "a") as out:
+        try:
+            proc = subprocess.run(cmd, env=worker_env(launch), stdout=out, stderr=subprocess.STDOUT)
+        except FileNotFoundError as exc:
+            raise TrainingError(f"trl backend: torchrun not found ({exc}); install torch in this "
+                                "environment") from exc
+    if proc.returncode != 0:
+        tail = logfile.read_text(errors="replace")[-2000:]
+        raise TrainingError(f"trl torchrun workers failed on node {launch.node_rank} (exit {proc.returncode}). "
+                            f"Read the log: {logfile}\n{tail}")
