@@ -21,11 +21,9 @@ def tiny_inputs(n: int = 1200) -> tuple[Path, Path]:
 
 
 def sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
-    kwargs = dict(model_path=str(model), data_path=str(data), ckpt_output_dir=str(ckpt), num_epochs=1,
-                  effective_batch_size=16, learning_rate=1e-3, max_seq_len=256, max_tokens_per_gpu=4000,
-                  device="cpu", data_process_num_cpu_procs=1)
-    kwargs.update(over)
-    return kwargs
+    from hpc_sft.tiny import fast_cpu_kwargs
+
+    return fast_cpu_kwargs(model, data, ckpt, **over)
 
 
 def step_records(ckpt: Path) -> list[dict]:
