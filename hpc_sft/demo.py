@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from . import executors, registry
 from . import recipe as recipes
-from .api import run_sft
 from .render import recipe_text
 
 DEMO_SFT = {"model_path": '"model"', "data_path": '"train.jsonl"', "ckpt_output_dir": '"checkpoints"',
@@ -29,7 +29,7 @@ def prepare(folder: Path, epochs: int) -> Path:
 def run_demo(folder: Path, epochs: int, echo: Callable[[str], None] = print):
     path = prepare(folder, epochs)
     echo(f"demo: tiny model and data in {folder}; recipe {path}")
-    config = recipes.load(path)
+    config = recipes.load(path)  # validated once, here
     echo(f"demo: training on CPU, checkpoints go to {config.ckpt_output_dir}")
-    return run_sft({**{k: getattr(config, k) for k in config.__dataclass_fields__ if k != "backend_kwargs"},
-                    **config.backend_kwargs})
+    executor = executors.get(config.executor)
+    return executor.submit(executor.plan(config), registry.backend_class(config.backend)())

@@ -43,8 +43,8 @@ def lookup(job_id: Optional[str]) -> dict:
 def queued_for(ckpt_output_dir: str) -> list[str]:
     """Ids of recorded jobs that write ckpt_output_dir and are still queued or running."""
     folder, target = home() / "jobs", str(Path(ckpt_output_dir).resolve())
-    ids = [json.loads(p.read_text())["job_id"] for p in folder.glob("*.json")
-           if json.loads(p.read_text()).get("ckpt_output_dir") == target] if folder.is_dir() else []
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+    ids = [r["job_id"] for r in records if r.get("ckpt_output_dir") == target]
     if not ids:
         return []
     alive = set(run(["squeue", "-h", "-o", "%i"]).split())

@@ -22,6 +22,14 @@ class Launch:
     on_demand_checkpointing: bool = False
 
 
+def path_with_venv(path: Optional[str]) -> str:
+    """PATH with this interpreter's bin/ first, so launchers find the same environment's torchrun."""
+    import os
+    import sys
+
+    return os.pathsep.join(filter(None, [os.path.dirname(sys.executable), path]))
+
+
 def resolve_device(device: Optional[str]) -> str:
     """None/'auto' -> 'cuda' when a GPU is visible here, else 'cpu' (imports torch: compute side only)."""
     if device not in (None, "auto"):

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from .. import signals
 from .._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
 from ..errors import ConfigError, TrainingError
-from ..launch import Launch
+from ..launch import Launch, path_with_venv
 from .base import Backend
 
 WORKER_DIR = Path(__file__).resolve().parent.parent / "_worker"
@@ -129,7 +128,7 @@ def map_args(config, launch) -> tuple[dict[str, Any], dict[str, Any]]:
 def training_env(launch) -> dict[str, str]:
     """Environment for run_training and the torchrun workers it spawns."""
     env = dict(launch.env)
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env["PATH"] = path_with_venv(os.environ.get("PATH"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_DIR), os.environ.get("PYTHONPATH")]))
     env["HPC_SFT_EXACT_RESUME"] = "1"  # worker shim: exact mid-epoch resume, atomic full-state saves
     env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"  # torchrun and workers ignore them; only this process reacts

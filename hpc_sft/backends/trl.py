@@ -11,12 +11,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, TrainingError
-from ..launch import Launch
+from ..launch import Launch, path_with_venv
 from .base import Backend
 
 log = logging.getLogger("hpc_sft.trl")
@@ -398,7 +397,7 @@ def torchrun_command(launch, args_file) -> list[str]:
 def worker_env(launch) -> dict[str, str]:
     env = dict(os.environ)
     env.update(dict(launch.env))
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    env["PATH"] = path_with_venv(env.get("PATH"))
     package_root = str(Path(__file__).resolve().parent.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     if launch.device == "cpu":
