@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 from . import ckpt_lock, datacache, jobs, registry
-from .checkpoints import newest_state, repair_and_quarantine, result_from_disk
+from .checkpoints import result_from_disk
 from .errors import ConfigError, SubmitError, TrainingError
 from .launch import Launch, finalize
 from .result import TrainingResult
-from .resume import StateFacts, decide, read_status, record_stop
+from .resume import decide, read_status, record_stop
 from .signals import SignalRecorder
 from .slurm_env import Rendezvous, SlurmEnv, rendezvous
 
@@ -50,24 +50,23 @@ def data_wait_s() -> float:
     return float(os.environ.get("HPC_SFT_DATA_WAIT_S", "7200"))
 
 
-def prepare_data(config, backend, node_rank: int) -> Path:
-    """Node 0 tokenizes once into a content-addressed cache; the others wait for it."""
+def prepare_data(config, backend, node_rank: int):
+    """Node 0 tokenizes once into a content-addressed cache; the others wait for it. Backends that
+    tokenize inside their training processes get the config unchanged."""
+    if not backend.pretokenizes:
+        return config
     root = Path(config.data_output_dir or Path(config.ckpt_output_dir) / "data")
     path = datacache.cache_dir(root, datacache.cache_key(config, backend.version()))
     if node_rank == 0:
-        return datacache.build(path, lambda out: backend.process_data(config, out))
-    return datacache.wait(path, data_wait_s())
+        built = datacache.build(path, lambda out: backend.process_data(config, out))
+    else:
+        built = datacache.wait(path, data_wait_s())
+    return replace(config, data_output_dir=str(built))
 
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-
-
-def facts(meta: Optional[dict]) -> Optional[StateFacts]:
-    if not meta:
-        return None
-    return StateFacts(int(meta["current_epoch"]), int(meta["samples_seen"]), meta.get("global_step"))
 
 
 def requeue(job_id: str) -> None:
@@ -94,22 +93,21 @@ class NodeTask:
         launch = finalize(slurm_launch(self.config, rdzv))
         print(PLAN_TAG, json.dumps(plan_record(launch, socket.gethostname())), flush=True)
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
+        backend = registry.backend_class(self.config.backend)()
         if lead:
             ckpt_lock.acquire(ckpt, env.job_id)
-            repair_and_quarantine(ckpt, log.warning)
-        backend = registry.backend_class(self.config.backend)()
-        data_dir = prepare_data(self.config, backend, rdzv.node_rank)
+            backend.tidy_checkpoints(ckpt, log.warning)
+        config = prepare_data(self.config, backend, rdzv.node_rank)
         if recorder.received is None:
-            backend.execute_training(replace(self.config, data_output_dir=str(data_dir)), launch)
+            backend.execute_training(config, launch)
         else:
             log.info("got %s before training started; not starting", recorder.received)
-        return self.conclude(env, lead, recorder.received)
+        return self.conclude(backend, env, lead, recorder.received)
 
-    def conclude(self, env: SlurmEnv, lead: bool, signal_name: Optional[str]) -> Optional[TrainingResult]:
+    def conclude(self, backend, env: SlurmEnv, lead: bool, signal_name: Optional[str]) -> Optional[TrainingResult]:
         """Finished -> result; interrupted -> node 0 requeues and every node exits without a result."""
         ckpt = Path(self.config.ckpt_output_dir)
-        path, meta = newest_state(ckpt)
-        state = facts(meta)
+        state, path = backend.progress(self.config)
         stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") == env.job_id]
         why = f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
         decision = decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,

@@ -109,7 +109,9 @@ def build_config(values: Mapping[str, Any], backend_kwargs: Mapping[str, Any]) -
     backend_cls.check_kwargs(backend_kwargs)
     check_cross(v, backend_kwargs)
     backend_cls.check_required(v)
+    config = SFTConfig(**v, **{KWARGS_NAME: backend_kwargs})
+    backend_cls.check_static(config)
     check_paths(v)
     check_data_file(v["data_path"], pretraining=bool(v["is_pretraining"]),
                     column=v["document_column_name"] or "document")
-    return SFTConfig(**v, **{KWARGS_NAME: backend_kwargs})
+    return config

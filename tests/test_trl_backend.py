@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sft import registry
 from hpc_sft.api import split_values
 from hpc_sft.backends import trl as tb
+from hpc_sft.backends import trl_checkpoints as tc
+from hpc_sft.backends import trl_launch as tl
+from hpc_sft.backends import trl_train as tt
 from hpc_sft.checkpoints import result_from_disk
 from hpc_sft.errors import ConfigError
 from hpc_sft.launch import Launch
@@ -26,15 +28,8 @@ ILT_ONLY = ("max_tokens_per_gpu", "data_process_num_cpu_procs")
 
 
 def trl_config(backend_kwargs=None, **kw):
-    """A validated SFTConfig for backend='trl' (through the registry once the lead registers it; until then
-    validated as instructlab-training and switched to trl with dataclasses.replace)."""
-    backend_kwargs = dict(backend_kwargs or {})
-    if "trl" in registry.ALGORITHMS["sft"][1]:
-        return build_config(*split_values({**kw, "backend": "trl", **backend_kwargs}))
-    kw.setdefault("max_tokens_per_gpu", 100000)  # required by the instructlab-training validation only
-    config = build_config(*split_values(kw))
-    tb.TRLSFTBackend.check_kwargs(backend_kwargs)
-    return dataclasses.replace(config, backend="trl", backend_kwargs=backend_kwargs)
+    """A validated SFTConfig for backend='trl'."""
+    return build_config(*split_values({**kw, "backend": "trl", **dict(backend_kwargs or {})}))
 
 
 def cpu(nproc=1, nnodes=1):
@@ -167,66 +162,120 @@ def test_check_values_rejects_bad_lora(base_kwargs, lora, key):
 
 # ---------------------------------------------------------------- checkpoints
 
-def fake_checkpoint(root: Path, step: int, skip=()) -> Path:
+def fake_checkpoint(root: Path, step: int, state=None) -> Path:
+    """A checkpoint-N as the trl backend leaves it after a finished save (marker included)."""
     path = root / f"checkpoint-{step}"
     path.mkdir(parents=True)
-    for name in ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt"):
-        if name not in skip:
-            (path / name).write_text("{}")
+    (path / "trainer_state.json").write_text(json.dumps(state or {"global_step": step}))
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state_1.pth"):
+        (path / name).write_text("x" * 10)
+    tc.write_marker(path, step)
     return path
 
 
 def test_latest_complete_checkpoint_skips_torn_ones(tmp_path):
     fake_checkpoint(tmp_path, 2)
     good = fake_checkpoint(tmp_path, 10)
-    fake_checkpoint(tmp_path, 12, skip=("optimizer.pt",))
-    fake_checkpoint(tmp_path, 14, skip=("model.safetensors",))
-    fake_checkpoint(tmp_path, 16, skip=("trainer_state.json",))
+    (fake_checkpoint(tmp_path, 12) / "rng_state_1.pth").unlink()  # another rank's file is gone
+    (fake_checkpoint(tmp_path, 14) / "optimizer.pt").write_text("x")  # truncated
+    tc.drop_marker(fake_checkpoint(tmp_path, 16))  # the save never finished
     (tmp_path / "checkpoint-18.tmp").mkdir()
     said = []
-    assert tb.latest_complete_checkpoint(tmp_path, said.append) == good
-    assert len(said) == 3 and "checkpoint-16" in said[0] and "trainer_state.json" in said[0]
-    assert tb.latest_complete_checkpoint(tmp_path / "absent") is None
+    assert tc.latest_complete_checkpoint(tmp_path, said.append) == good
+    assert len(said) == 3, said
+    assert "checkpoint-16" in said[0] and "no hpc_sft_complete.json" in said[0]
+    assert "checkpoint-14" in said[1] and "optimizer.pt has 1 bytes, expected 10" in said[1]
+    assert "checkpoint-12" in said[2] and "missing rng_state_1.pth" in said[2]
+    assert tc.latest_complete_checkpoint(tmp_path / "absent") is None
 
 
-def test_signal_stop_callback_saves_and_stops(monkeypatch):
+def test_a_checkpoint_without_optimizer_state_is_not_resumable(tmp_path):
+    path = fake_checkpoint(tmp_path, 4)
+    (path / "optimizer.pt").unlink()
+    tc.write_marker(path, 4)  # e.g. save_only_model: complete, but no optimizer to resume
+    assert tc.checkpoint_problem(path) == "missing optimizer.pt"
+
+
+def callback_env(tmp_path, base_kwargs, step=3):
+    from types import SimpleNamespace
+
+    config = trl_config({}, **{**base_kwargs, "ckpt_output_dir": str(tmp_path)})
+    args = SimpleNamespace(device="cpu", output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=step, is_world_process_zero=True, max_steps=16, epoch=0.5)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    return tt.hpc_sft_callback(config), args, state, control
+
+
+def test_callback_saves_and_stops_on_a_signal_in_this_process(tmp_path, base_kwargs, monkeypatch):
     import signal
     from types import SimpleNamespace
 
     from hpc_sft import signals
 
-    callback = tb.signal_stop_callback()
-    control = SimpleNamespace(should_save=False, should_training_stop=False)
-    state = SimpleNamespace(global_step=3)
-    callback.on_step_end(None, state, control)
+    monkeypatch.setattr(signals, "_current", None)
+    callback, args, state, control = callback_env(tmp_path, base_kwargs)
+    callback.on_step_end(args, state, control)
     assert not control.should_save and not control.should_training_stop
-    monkeypatch.setattr(signals, "_current", SimpleNamespace(received=signal.SIGUSR1.name))
-    callback.on_step_end(None, state, control)
+    monkeypatch.setattr(signals, "_current", SimpleNamespace(received=signal.SIGUSR2.name))
+    callback.on_step_end(args, state, control)
+    assert control.should_save and control.should_training_stop
+    callback.on_epoch_end(args, state, control)  # the epoch-end save would write the same step again
+    assert not control.should_save
+
+
+def test_callback_stops_on_the_parents_stop_file(tmp_path, base_kwargs, monkeypatch):
+    from hpc_sft import signals
+
+    monkeypatch.setattr(signals, "_current", None)
+    stop = tmp_path / "stop"
+    monkeypatch.setenv(tt.STOP_FILE_ENV, str(stop))
+    callback, args, state, control = callback_env(tmp_path, base_kwargs)
+    callback.on_step_end(args, state, control)
+    assert not control.should_training_stop
+    stop.write_text("SIGUSR2")
+    callback.on_step_end(args, state, control)
     assert control.should_save and control.should_training_stop
 
 
-def test_resume_facts_from_trainer_state(tmp_path):
-    assert tb.resume_facts(tmp_path, 8) is None
-    path = fake_checkpoint(tmp_path, 6)
-    (path / "trainer_state.json").write_text(json.dumps({"global_step": 6, "max_steps": 16, "epoch": 0.75}))
-    assert tb.resume_facts(tmp_path, 8) == {"epoch": 0, "samples_seen": 48, "global_step": 6, "finished": False}
-    path = fake_checkpoint(tmp_path, 16)
-    (path / "trainer_state.json").write_text(json.dumps({"global_step": 16, "max_steps": 16, "epoch": 2.0}))
-    assert tb.resume_facts(tmp_path, 8)["finished"] is True
+def test_callback_marks_a_checkpoint_complete_only_after_its_save(tmp_path, base_kwargs):
+    callback, args, state, control = callback_env(tmp_path, base_kwargs, step=5)
+    path = fake_checkpoint(tmp_path, 5)
+    control.should_save = True
+    callback.on_step_end(args, state, control)  # a save of step 5 starts: the old marker goes first
+    assert tc.checkpoint_problem(path) == "no hpc_sft_complete.json: the save did not finish"
+    callback.on_save(args, state, control)
+    assert tc.checkpoint_problem(path) is None
+
+
+def test_progress_facts_for_the_requeue_decision(tmp_path):
+    from hpc_sft.resume import StateFacts, decide
+
+    assert tc.progress(tmp_path, 8, 2) == (None, None)
+    fake_checkpoint(tmp_path, 6, {"global_step": 6, "max_steps": 16, "epoch": 0.75})
+    assert tc.progress(tmp_path, 8, 2)[0] == StateFacts(0, 48, 6)
+    last = fake_checkpoint(tmp_path, 16, {"global_step": 16, "max_steps": 16, "epoch": 2.0})
+    facts, path = tc.progress(tmp_path, 8, 2)
+    assert facts == StateFacts(2, 128, 16) and path == last  # last step saved, final model not yet written
+    assert decide(facts, 2, 0, 3, [], "x").action == "requeue"
+    final = tmp_path / "hf_format" / "samples_128"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    facts, _ = tc.progress(tmp_path, 8, 2)
+    assert facts == StateFacts(1, 128, None) and decide(facts, 2, 0, 3, [], "x").action == "finish"
 
 
 def test_torchrun_command_shapes(tmp_path):
-    cmd = tb.torchrun_command(Launch(nproc_per_node=2, nnodes=2, node_rank=1, rdzv_id=5,
+    cmd = tl.torchrun_command(Launch(nproc_per_node=2, nnodes=2, node_rank=1, rdzv_id=5,
                                      rdzv_endpoint="n1:29500"), tmp_path / "a.json")
     assert cmd[0] == "torchrun" and "--rdzv-endpoint=n1:29500" in cmd and "--node-rank=1" in cmd
-    assert cmd[-2:] == [str(tb.WORKER), str(tmp_path / "a.json")]
-    assert "--standalone" in tb.torchrun_command(Launch(nproc_per_node=2), tmp_path / "a.json")
+    assert cmd[-2:] == [str(tl.WORKER), str(tmp_path / "a.json")]
+    assert "--standalone" in tl.torchrun_command(Launch(nproc_per_node=2), tmp_path / "a.json")
 
 
 def test_launch_file_round_trip(base_kwargs):
     config = trl_config({"seed": 3}, **base_kwargs)
     launch = Launch(nproc_per_node=2, device="cpu", env=(("A", "1"),))
-    back_config, back_launch = tb.read_launch_file(tb.launch_file(config, launch))
+    back_config, back_launch = tl.read_launch_file(tl.launch_file(config, launch))
     assert back_launch == launch
     assert dataclasses.replace(back_config, slurm=config.slurm) == config
 
@@ -264,7 +313,7 @@ def weights(ckpt: Path) -> dict:
 
 
 def losses(ckpt: Path) -> list[float]:
-    rows = [json.loads(line) for line in (ckpt / tb.METRICS_NAME).read_text().splitlines()]
+    rows = [json.loads(line) for line in (ckpt / tt.METRICS_NAME).read_text().splitlines()]
     return [row["loss"] for row in rows if "loss" in row]
 
 
@@ -279,7 +328,7 @@ def test_real_cpu_run_writes_hf_format_and_learns(tiny_model, tiny_data, tmp_pat
     assert result.samples_seen == 256 and result.checkpoint_path == ckpt / "hf_format" / "samples_256"
     assert (result.checkpoint_path / "config.json").is_file()
     assert (result.checkpoint_path / "tokenizer_config.json").is_file()
-    assert result.metrics_file == ckpt / tb.METRICS_NAME
+    assert result.metrics_file == ckpt / tt.METRICS_NAME
     seen = losses(ckpt)
     assert len(seen) == 16 and seen[-1] < seen[0]
     from transformers import AutoModelForCausalLM
@@ -311,14 +360,14 @@ def test_resume_skips_torn_checkpoint_and_is_bit_identical(tiny_model, small_dat
     b = tmp_path / "b"
     config_b = trl_config({"seed": 5}, **run_kwargs(tiny_model, small_data, b, **over))
     tb.TRLSFTBackend(callbacks=[stop_after(11)]).execute_training(config_b, cpu())  # mid-epoch 2
-    assert result_from_disk(b).samples_seen == 88
+    assert result_from_disk(b).samples_seen is None  # stopped early: no final model
     assert {p.name for p in b.glob("checkpoint-*")} >= {"checkpoint-8", "checkpoint-10", "checkpoint-11"}
     (b / "checkpoint-11" / "optimizer.pt").unlink()  # torn: the resume must fall back to checkpoint-10
     with caplog.at_level(logging.WARNING, logger="hpc_sft.trl"):
         tb.TRLSFTBackend().execute_training(config_b, cpu())
     assert "checkpoint-11 is torn (missing optimizer.pt)" in caplog.text
     assert f"resuming from {b / 'checkpoint-10'}" in caplog.text
-    rows = [json.loads(line) for line in (b / tb.METRICS_NAME).read_text().splitlines()]
+    rows = [json.loads(line) for line in (b / tt.METRICS_NAME).read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [*range(1, 12), *range(11, 17)]  # not from scratch
 
     assert result_from_disk(a).samples_seen == result_from_disk(b).samples_seen == 128
@@ -349,12 +398,13 @@ def test_two_processes_on_cpu_match_one(tiny_model, small_data, tmp_path, one_th
 
 
 @pytest.mark.training
-def test_lora_run_saves_a_merged_loadable_model(tiny_model, small_data, tmp_path, one_thread):
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_lora_run_saves_a_merged_loadable_model(tiny_model, small_data, tmp_path, one_thread, nproc):
     ckpt = tmp_path / "lora"
     config = trl_config({"lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]},
                         **run_kwargs(tiny_model, small_data, ckpt, effective_batch_size=8))
     tb.TRLSFTBackend().check_values(config)
-    tb.TRLSFTBackend().execute_training(config, cpu())
+    tb.TRLSFTBackend().execute_training(config, cpu(nproc))
     trained = weights(ckpt)
     assert result_from_disk(ckpt).samples_seen == 64
     assert not any("lora" in name for name in trained)  # merged into the base weights
@@ -363,3 +413,48 @@ def test_lora_run_saves_a_merged_loadable_model(tiny_model, small_data, tmp_path
     base = load_file(Path(tiny_model) / "model.safetensors")
     changed = {name for name in trained if not trained[name].equal(base[name])}
     assert changed and all(("q_proj" in n or "v_proj" in n) for n in changed)
+
+
+def samples_logged(ckpt: Path) -> int:
+    path = ckpt / tt.METRICS_NAME
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return max([row.get("samples_seen", 0) for row in rows] or [0])
+
+
+@pytest.mark.training
+def test_signal_to_the_whole_process_group_saves_and_resumes_bit_identical(tiny_model, tiny_data, tmp_path,
+                                                                            one_thread):
+    """As Slurm signals every process of a step: torchrun and the workers must survive USR2, the parent
+    turns it into a stop file, both ranks save the same step, and the rerun ends bit-identical."""
+    import os
+    import signal
+    import time
+
+    over = dict(num_epochs=2, effective_batch_size=8)
+    ref = tmp_path / "ref"
+    tb.TRLSFTBackend().execute_training(trl_config({"seed": 7}, **run_kwargs(tiny_model, tiny_data, ref, **over)),
+                                        cpu(2))
+    ckpt = tmp_path / "ckpt"
+    config = trl_config({"seed": 7}, **run_kwargs(tiny_model, tiny_data, ckpt, **over))
+    launch_json = tl.launch_file(config, cpu(2))
+    with open(tmp_path / "child.log", "w") as out:
+        child = subprocess.Popen([sys.executable, str(Path(__file__).parent / "trl_node_child.py"), str(launch_json)],
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while samples_logged(ckpt) < 80:
+        assert child.poll() is None and time.monotonic() < deadline, (tmp_path / "child.log").read_text()
+        time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGUSR2)
+    assert child.wait(timeout=300) == 0, (tmp_path / "child.log").read_text()
+    assert "hpc-sft child: signal SIGUSR2" in (tmp_path / "child.log").read_text()
+    state, path = tb.TRLSFTBackend().progress(config)
+    assert 80 <= state.samples_seen < 512 and state.global_step == state.samples_seen // 8, state
+    assert sorted(p.name for p in path.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert result_from_disk(ckpt).checkpoint_path is None  # interrupted: no final model yet
+    assert not list(ckpt.glob(".hpc_sft_stop.*"))
+
+    tb.TRLSFTBackend().execute_training(config, cpu(2))  # the rerun resumes from that checkpoint
+    assert tb.TRLSFTBackend().progress(config)[0].global_step is None  # finished
+    assert result_from_disk(ckpt).samples_seen == result_from_disk(ref).samples_seen == 512
+    wa, wb = weights(ref), weights(ckpt)
+    assert wa.keys() == wb.keys() and all(wa[name].equal(wb[name]) for name in wa)

@@ -57,9 +57,18 @@ def test_unknown_backend_lists_valid_choices(base_kwargs):
         hpc_sft.sft(**base_kwargs, backend="ilab")
 
 
-def test_trl_backend_is_local_only_for_now(base_kwargs):
-    with pytest.raises(ValueError, match="executor: 'slurm' is not supported with backend 'trl' yet"):
-        hpc_sft.sft(**base_kwargs, backend="trl", executor="slurm")
+def test_trl_on_slurm_is_checked_before_anything_is_queued(base_kwargs):
+    from hpc_sft.api import split_values
+
+    def build(**over):
+        return build_config(*split_values({**base_kwargs, "backend": "trl", "executor": "slurm", **over}))
+
+    with pytest.raises(ValueError, match="effective_batch_size: 4 is not divisible by the 3 training processes"):
+        build(slurm={"nodes": 3})
+    with pytest.raises(ValueError, match="is_pretraining: is not supported by the trl backend"):
+        build(is_pretraining=True, block_size=64)
+    config = build(slurm={"nodes": 2})
+    assert config.backend == "trl" and config.slurm.nodes == 2
 
 
 def test_unknown_backend_kwarg_lists_valid_fields(base_kwargs):

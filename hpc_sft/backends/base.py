@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
 from ..errors import ConfigError, unknown_key
+
+if TYPE_CHECKING:
+    from ..resume import StateFacts
 
 
 class Backend(ABC):
@@ -19,6 +23,9 @@ class Backend(ABC):
     aliases: ClassVar[Mapping[str, str]] = {}
     #: executors whose finish/requeue path this backend supports
     executors: ClassVar[tuple[str, ...]] = ("local", "slurm")
+    #: True when the backend tokenizes ahead of training (process_data); on Slurm node 0 then builds a
+    #: shared data cache once. False: the backend tokenizes inside its own training processes.
+    pretokenizes: ClassVar[bool] = False
 
     @classmethod
     def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
@@ -45,9 +52,25 @@ class Backend(ABC):
             if values.get(key) is None:
                 raise ConfigError(key, f"is required by the {cls.name} backend", f"set {key}, e.g. {key}={example}")
 
+    @classmethod
+    def check_static(cls, config) -> None:
+        """Pure checks of a built config that need no backend import (run on dry runs too)."""
+
     def check_values(self, config) -> None:
         """Full check of backend values against the backend's own classes (may import it; not on dry runs)."""
 
     @abstractmethod
     def execute_training(self, config, launch) -> None:
         """Run training for one node with this launch layout; raise TrainingError on failure."""
+
+    def process_data(self, config, output_dir: str) -> None:
+        """Tokenize config.data_path into output_dir (only backends with pretokenizes = True)."""
+        raise NotImplementedError(f"the {self.name} backend tokenizes inside its training processes")
+
+    def tidy_checkpoints(self, ckpt_dir: Path, say: Callable[[str], None]) -> None:
+        """Before training starts: repair or set aside what an interrupted save left behind."""
+
+    @abstractmethod
+    def progress(self, config) -> tuple[Optional[StateFacts], Optional[Path]]:
+        """Facts of the newest complete resumable state on disk (None if none) and its path: the
+        finish-or-requeue decision reads them after each run."""

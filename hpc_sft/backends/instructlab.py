@@ -46,6 +46,7 @@ class InstructLabTrainingSFTBackend(Backend):
     required = {"max_seq_len": 4096, "max_tokens_per_gpu": 40000, "effective_batch_size": 128,
                 "learning_rate": 1e-5}
     aliases = {"max_batch_len": "max_tokens_per_gpu", "pretraining_config": "is_pretraining and block_size"}
+    pretokenizes = True
 
     def check_values(self, config) -> None:
         """Build the real TrainingArgs once, so a bad backend value fails before anything is queued."""
@@ -91,6 +92,22 @@ class InstructLabTrainingSFTBackend(Backend):
             dp.process_data(data_path=config.data_path, data_output_path=output_dir, max_seq_len=config.max_seq_len,
                             model_path=config.model_path, num_cpu_procs=procs,
                             chat_tmpl_path=config.backend_kwargs.get("chat_tmpl_path"))
+
+    def tidy_checkpoints(self, ckpt_dir: Path, say) -> None:
+        """Finish an interrupted publish; move torn full states to quarantine/ (resume skips them)."""
+        from ..checkpoints import repair_and_quarantine
+
+        repair_and_quarantine(ckpt_dir, say)
+
+    def progress(self, config):
+        """The newest complete full_state/epoch_E and what its training_metadata.json says."""
+        from ..checkpoints import newest_state
+        from ..resume import StateFacts
+
+        path, meta = newest_state(Path(config.ckpt_output_dir))
+        if not meta:
+            return None, None
+        return StateFacts(int(meta["current_epoch"]), int(meta["samples_seen"]), meta.get("global_step")), path
 
     @staticmethod
     def version() -> str:

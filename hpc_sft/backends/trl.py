@@ -5,21 +5,11 @@ Importing this module imports neither trl, transformers, datasets nor torch (log
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import os
-import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, TrainingError
-from ..launch import Launch, path_with_venv
+from ..launch import Launch
 from .base import Backend
-
-log = logging.getLogger("hpc_sft.trl")
-WORKER = Path(__file__).resolve().parent / "trl_worker.py"
 
 # trl.SFTConfig init fields of trl 1.16.0 (a test compares this with the real class).
 SFTCONFIG_FIELDS = frozenset({
@@ -70,10 +60,6 @@ SAME_NAME = frozenset({"learning_rate", "warmup_steps"})
 # LoRA through peft.LoraConfig: our kwarg -> LoraConfig field
 LORA_FIELDS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
                "lora_target_modules": "target_modules"}
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "adapter_model.safetensors", "adapter_model.bin")
-METRICS_NAME = "training_params_and_metrics_global0.jsonl"
 
 
 class TRLSFTBackend(Backend):
@@ -83,29 +69,31 @@ class TRLSFTBackend(Backend):
     kwarg_fields = (SFTCONFIG_FIELDS - set(ALIASES) - SAME_NAME) | set(LORA_FIELDS)
     required = {"effective_batch_size": 128, "learning_rate": 1e-5, "max_seq_len": 4096}
     aliases = ALIASES
-    executors = ("local",)  # the Slurm finish/requeue path reads instructlab-training's full_state layout
 
     def __init__(self, callbacks: tuple = ()) -> None:
         #: extra transformers TrainerCallbacks (in-process runs only; tests use them to stop early)
         self.callbacks = tuple(callbacks)
 
-    def check_values(self, config) -> None:
-        """Refuse what this backend cannot do, then build the real SFTConfig (and LoraConfig) once."""
+    @classmethod
+    def check_static(cls, config) -> None:
+        """What trl cannot do, impossible batch arithmetic and bad LoRA values; pure (dry runs too)."""
         if config.is_pretraining:
             raise ConfigError("is_pretraining", "is not supported by the trl backend",
                               "use backend='instructlab-training' for pretraining, or drop is_pretraining")
-        nproc = config.nproc_per_node if isinstance(config.nproc_per_node, int) else 1
-        nnodes = config.nnodes or getattr(config.slurm, "nodes", None) or 1  # slurm: the allocation's nodes
-        launch = Launch(nproc_per_node=nproc, nnodes=nnodes, device=config.device or "cpu")
-        kwargs = map_args(config, launch)  # ConfigError for impossible batch arithmetic
+        map_args(config, static_launch(config))  # ConfigError for impossible batch arithmetic
+        check_lora(config.backend_kwargs)
+
+    def check_values(self, config) -> None:
+        """Build the real SFTConfig (and LoraConfig) once, so a bad value fails before any work starts."""
+        self.check_static(config)
+        launch = static_launch(config)
         from trl import SFTConfig
 
         try:
-            SFTConfig(**kwargs)
+            SFTConfig(**map_args(config, launch))
         except Exception as exc:  # ValueError/TypeError/KeyError from TrainingArguments.__post_init__
             raise ConfigError(_guilty_key(config, launch), f"rejected by trl.SFTConfig: {exc}",
                               "see the trl SFTConfig reference") from None
-        check_lora(config.backend_kwargs)
         lora = lora_args(config)
         if lora is not None:
             from peft import LoraConfig
@@ -119,6 +107,8 @@ class TRLSFTBackend(Backend):
     def execute_training(self, config, launch) -> None:
         nproc = _nproc(launch)
         if nproc == 1 and launch.nnodes == 1:
+            from .trl_train import train
+
             try:
                 train(config, dataclasses.replace(launch, nproc_per_node=1), self.callbacks)
             except (ConfigError, TrainingError):
@@ -126,7 +116,14 @@ class TRLSFTBackend(Backend):
             except Exception as exc:
                 raise TrainingError(f"trl SFTTrainer failed: {type(exc).__name__}: {exc}") from exc
             return
+        from .trl_launch import run_torchrun
+
         run_torchrun(config, dataclasses.replace(launch, nproc_per_node=nproc))
+
+    def progress(self, config):
+        from .trl_checkpoints import progress
+
+        return progress(config.ckpt_output_dir, config.effective_batch_size, config.num_epochs or 1)
 
     @staticmethod
     def version() -> str:
@@ -136,6 +133,13 @@ class TRLSFTBackend(Backend):
 
 
 # ---------------------------------------------------------------- pure mapping
+
+def static_launch(config) -> Launch:
+    """The layout the login node can know: nproc_per_node when it is a number (else 1), the node count."""
+    nproc = config.nproc_per_node if isinstance(config.nproc_per_node, int) else 1
+    nnodes = config.nnodes or getattr(config.slurm, "nodes", None) or 1  # slurm: the allocation's nodes
+    return Launch(nproc_per_node=nproc, nnodes=nnodes, device=config.device or "cpu")
+
 
 def batch_layout(effective_batch_size: int, world: int, max_micro: Optional[int]) -> tuple[int, int]:
     """(per-device batch, gradient accumulation steps) whose product times world is exactly the effective
@@ -239,183 +243,3 @@ def _nproc(launch) -> int:
 
         return max(1, torch.cuda.device_count())
     return 1
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def checkpoint_problem(path: Path) -> Optional[str]:
-    """Why a Trainer checkpoint-N cannot be resumed from, or None when it is complete."""
-    if not (path / "trainer_state.json").is_file():
-        return "missing trainer_state.json"
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        return "no model weights"
-    if not (path / "optimizer.pt").is_file():
-        return "missing optimizer.pt"
-    if not (path / "scheduler.pt").is_file():
-        return "missing scheduler.pt"
-    try:
-        json.loads((path / "trainer_state.json").read_text())
-    except ValueError:
-        return "unreadable trainer_state.json"
-    return None
-
-
-def latest_complete_checkpoint(output_dir, say=log.warning) -> Optional[Path]:
-    """The newest complete checkpoint-N under output_dir; torn ones are skipped with a log line."""
-    root = Path(output_dir)
-    found = []
-    for child in root.iterdir() if root.is_dir() else ():
-        match = CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    for _, path in sorted(found, reverse=True):
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path
-        say(f"trl checkpoint {path} is torn ({problem}); skipping it and trying the previous one")
-    return None
-
-
-# ---------------------------------------------------------------- training (compute side)
-
-def train(config, launch, callbacks=()) -> None:
-    """One SFTTrainer run in this process (also each torchrun worker's body)."""
-    from datasets import load_dataset
-    from transformers import AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    args = SFTConfig(**map_args(config, launch))
-    tokenizer = AutoTokenizer.from_pretrained(config.model_path)
-    dataset = load_dataset("json", data_files=str(config.data_path), split="train")
-    peft_config = None
-    lora = lora_args(config)
-    if lora is not None:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(**lora)
-    metrics = Path(config.ckpt_output_dir) / METRICS_NAME
-
-    class MetricsLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                with open(metrics, "a") as fh:
-                    fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
-
-    trainer = SFTTrainer(model=str(config.model_path), args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[MetricsLog(), signal_stop_callback(), *callbacks])
-    resume = latest_complete_checkpoint(args.output_dir)
-    if resume is not None and trainer.is_world_process_zero():
-        log.warning(f"trl: resuming from {resume}")
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    save_final(trainer, config, lora is not None)
-
-
-def signal_stop_callback():
-    """A TrainerCallback: once hpc-sft's SignalRecorder in this process caught a warning signal (Slurm time
-    limit, preemption), save checkpoint-N after the current optimizer step and stop (in-process runs)."""
-    from transformers import TrainerCallback
-
-    from .. import signals
-
-    class SignalStop(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            got = signals.received()
-            if got is not None and not control.should_training_stop:
-                log.warning(f"trl: got {got.name}; saving checkpoint-{state.global_step} and stopping")
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-    return SignalStop()
-
-
-def resume_facts(output_dir, effective_batch_size: int) -> Optional[dict]:
-    """What the newest complete checkpoint-N says, for the Slurm requeue decision (no heavy imports):
-    {'epoch': completed epochs, 'samples_seen', 'global_step', 'finished'}; None when there is none."""
-    path = latest_complete_checkpoint(output_dir)
-    if path is None:
-        return None
-    state = json.loads((path / "trainer_state.json").read_text())
-    step, max_steps = int(state["global_step"]), int(state.get("max_steps") or 0)
-    return {"epoch": int(state.get("epoch") or 0), "samples_seen": step * effective_batch_size,
-            "global_step": step, "finished": bool(max_steps) and step >= max_steps}
-
-
-def save_final(trainer, config, merged_lora: bool) -> Path:
-    """Write {ckpt}/hf_format/samples_N (N = global_step x effective batch) atomically."""
-    samples = trainer.state.global_step * config.effective_batch_size
-    root = Path(config.ckpt_output_dir) / "hf_format"
-    final, tmp = root / f"samples_{samples}", root / f".samples_{samples}.tmp"
-    if not merged_lora:
-        trainer.save_model(str(tmp))  # collective under DDP/FSDP: every rank calls it
-    if trainer.is_world_process_zero():
-        if merged_lora:
-            model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            model.save_pretrained(str(tmp))
-            trainer.processing_class.save_pretrained(str(tmp))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    return final
-
-
-# ---------------------------------------------------------------- multi-process
-
-def launch_file(config, launch) -> Path:
-    """Write the worker's arguments (config + launch) as JSON; return the path."""
-    cfg = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "slurm"}
-    path = Path(config.ckpt_output_dir) / f"trl_launch_node{launch.node_rank}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": cfg, "launch": dataclasses.asdict(launch)}, default=str))
-    return path
-
-
-def read_launch_file(path) -> tuple[Any, Launch]:
-    from ..spec import SFTConfig
-
-    data = json.loads(Path(path).read_text())
-    launch = data["launch"]
-    launch["env"] = tuple(tuple(pair) for pair in launch.get("env", ()))
-    return SFTConfig(**data["config"]), Launch(**launch)
-
-
-def torchrun_command(launch, args_file) -> list[str]:
-    """The torchrun command line for one node. Pure."""
-    cmd = ["torchrun", f"--nproc-per-node={launch.nproc_per_node}", f"--nnodes={launch.nnodes}",
-           f"--node-rank={launch.node_rank}", f"--rdzv-id={launch.rdzv_id}"]
-    if launch.rdzv_endpoint:
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
-    elif launch.master_addr:
-        cmd += [f"--master-addr={launch.master_addr}", f"--master-port={launch.master_port or 29500}",
-                "--rdzv-backend=static"]
-    else:
-        cmd += ["--standalone"]
-    return cmd + [str(WORKER), str(args_file)]
-
-
-def worker_env(launch) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(dict(launch.env))
-    env["PATH"] = path_with_venv(env.get("PATH"))
-    package_root = str(Path(__file__).resolve().parent.parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    if launch.device == "cpu":
-        env["ACCELERATE_USE_CPU"] = "1"  # same as use_cpu=True; also for code paths that read only the env
-    return env
-
-
-def run_torchrun(config, launch) -> None:
-    args_file = launch_file(config, launch)
-    logfile = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
-    cmd = torchrun_command(launch, args_file)
-    with open(logfile, "a") as out:
-        try:
-            proc = subprocess.run(cmd, env=worker_env(launch), stdout=out, stderr=subprocess.STDOUT)
-        except FileNotFoundError as exc:
-            raise TrainingError(f"trl backend: torchrun not found ({exc}); install torch in this "
-                                "environment") from exc
-    if proc.returncode != 0:
-        tail = logfile.read_text(errors="replace")[-2000:]
-        raise TrainingError(f"trl torchrun workers failed on node {launch.node_rank} (exit {proc.returncode}). "
-                            f"Read the log: {logfile}\n{tail}")

@@ -5,9 +5,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from .. import ckpt_lock
-from ..checkpoints import repair_and_quarantine, result_from_disk
+from ..checkpoints import result_from_disk
 from ..launch import Launch, finalize, local_launch
 from ..result import TrainingResult
 
@@ -38,7 +37,7 @@ class LocalExecutor:
         ckpt = Path(plan.config.ckpt_output_dir)
         ckpt_lock.acquire(ckpt, None)
         try:
-            repair_and_quarantine(ckpt, log.warning)
+            backend.tidy_checkpoints(ckpt, log.warning)
             backend.execute_training(plan.config, launch)
         finally:
             ckpt_lock.release(ckpt)

@@ -1,0 +1,99 @@
+"""Multi-process runs of the trl backend: torchrun per node, workers shielded from Slurm's warning signal,
+which the node's training parent turns into a stop file every worker polls."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import signals
+from ..errors import TrainingError
+from ..launch import Launch, path_with_venv
+from .trl_train import STOP_FILE_ENV
+
+WORKER = Path(__file__).resolve().parent / "trl_worker.py"
+SHIM_DIR = Path(__file__).resolve().parent.parent / "_worker"  # its sitecustomize ignores HPC_SFT_SHIELD_SIGNALS
+POLL_S = 0.2
+
+
+def launch_file(config, launch) -> Path:
+    """Write the worker's arguments (config + launch) as JSON; return the path."""
+    cfg = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "slurm"}
+    path = Path(config.ckpt_output_dir) / f"trl_launch_node{launch.node_rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": cfg, "launch": dataclasses.asdict(launch)}, default=str))
+    return path
+
+
+def read_launch_file(path) -> tuple[Any, Launch]:
+    from ..spec import SFTConfig
+
+    data = json.loads(Path(path).read_text())
+    launch = data["launch"]
+    launch["env"] = tuple(tuple(pair) for pair in launch.get("env", ()))
+    return SFTConfig(**data["config"]), Launch(**launch)
+
+
+def torchrun_command(launch, args_file) -> list[str]:
+    """The torchrun command line for one node. Pure."""
+    cmd = ["torchrun", f"--nproc-per-node={launch.nproc_per_node}", f"--nnodes={launch.nnodes}",
+           f"--node-rank={launch.node_rank}", f"--rdzv-id={launch.rdzv_id}"]
+    if launch.rdzv_endpoint:
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
+    elif launch.master_addr:
+        cmd += [f"--master-addr={launch.master_addr}", f"--master-port={launch.master_port or 29500}",
+                "--rdzv-backend=static"]
+    else:
+        cmd += ["--standalone"]
+    return cmd + [str(WORKER), str(args_file)]
+
+
+def stop_file(config, launch) -> Path:
+    """Unique to the run and the node (never shared between nodes or jobs)."""
+    return Path(config.ckpt_output_dir) / f".hpc_sft_stop.{launch.rdzv_id}.node{launch.node_rank}"
+
+
+def worker_env(launch, stop: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(dict(launch.env))
+    env["PATH"] = path_with_venv(env.get("PATH"))
+    package_root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), package_root, env.get("PYTHONPATH")]))
+    env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"  # torchrun and workers ignore them; this process reacts
+    env[STOP_FILE_ENV] = str(stop)
+    if launch.device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"  # same as use_cpu=True; also for code paths that read only the env
+    return env
+
+
+def wait_forwarding_stop(proc: subprocess.Popen, stop: Path) -> int:
+    """Wait for torchrun; once this process caught a warning signal, create the stop file (once)."""
+    while proc.poll() is None:
+        if signals.received() is not None and not stop.exists():
+            stop.write_text(signals.received().name)
+        time.sleep(POLL_S)
+    return proc.returncode
+
+
+def run_torchrun(config, launch) -> None:
+    args_file = launch_file(config, launch)
+    logfile = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
+    stop = stop_file(config, launch)
+    stop.unlink(missing_ok=True)  # a requeued job keeps its id: never inherit the last run's request
+    with open(logfile, "a") as out:
+        try:
+            proc = subprocess.Popen(torchrun_command(launch, args_file), env=worker_env(launch, stop),
+                                    stdout=out, stderr=subprocess.STDOUT)
+        except FileNotFoundError as exc:
+            raise TrainingError(f"trl backend: torchrun not found ({exc}); install torch in this "
+                                "environment") from exc
+        code = wait_forwarding_stop(proc, stop)
+    stop.unlink(missing_ok=True)
+    if code != 0:
+        tail = logfile.read_text(errors="replace")[-2000:]
+        raise TrainingError(f"trl torchrun workers failed on node {launch.node_rank} (exit {code}). "
+                            f"Read the log: {logfile}\n{tail}")

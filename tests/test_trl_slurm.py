@@ -1,0 +1,60 @@
+"""The trl backend on the real cluster: 2 nodes, preempted twice, ends bit-identical to an uninterrupted run."""
+import json
+import subprocess
+
+import pytest
+
+import hpc_sft
+from hpc_sft import jobs
+from hpc_sft.backends.trl_train import METRICS_NAME
+from hpc_sft.resume import read_status
+from tests.conftest import tiny_sft_kwargs
+from tests.test_requeue_slurm import preempt, wait_until
+
+pytestmark = [pytest.mark.slurm, pytest.mark.training]
+pytest.importorskip("trl", reason="trl is not installed")
+
+
+@pytest.fixture(scope="module")
+def data_960(tmp_path_factory):
+    from hpc_sft.tiny import write_tiny_dataset
+
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "train-960.jsonl", n=960)
+
+
+def trl_kwargs(tiny_model, data, ckpt):
+    """2 epochs of 960 samples, 16 per step (8 per rank): 120 optimizer steps; same seed everywhere."""
+    kw = tiny_sft_kwargs(tiny_model, data, ckpt, num_epochs=2, backend="trl", seed=11)
+    kw.pop("data_process_num_cpu_procs")
+    return kw
+
+
+def samples_now(ckpt) -> int:
+    path = ckpt / METRICS_NAME
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return max([row.get("samples_seen", 0) for row in rows] or [0])
+
+
+def weights(result):
+    return (result.checkpoint_path / "model.safetensors").read_bytes()
+
+
+def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_model, data_960, tmp_path):
+    reference = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, tmp_path / "reference"), nproc_per_node=2)
+    ckpt = tmp_path / "ckpt"
+    slurm = {"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
+    job = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, ckpt), executor="slurm", slurm=slurm)
+    for number, target in enumerate((240, 1200), start=1):  # mid epoch 0; mid epoch 1 of a resumed run
+        wait_until(lambda: samples_now(ckpt) >= target, 300, f"{target} samples")
+        preempt()
+        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
+    result = job.wait(timeout_s=600)
+    assert result.restarts >= 2
+    assert result.samples_seen == reference.samples_seen == 1920
+    assert weights(result) == weights(reference)
+    stops = read_status(ckpt)["stops"]
+    assert [s["action"] for s in stops][-1] == "finish" and sum(s["action"] == "requeue" for s in stops) >= 2
+    assert any(960 < s["samples_seen"] < 1920 for s in stops if s["action"] == "requeue"), stops
+    logs = [p.read_text() for p in job.stdout_paths]
+    assert "resuming from" in (ckpt / "full_logs_global0.log").read_text(), logs[0][-2000:]
+    assert not list(ckpt.glob(".hpc_sft_stop.*"))
