@@ -105,7 +105,6 @@ def build_config(values: Mapping[str, Any], backend_kwargs: Mapping[str, Any]) -
     v["slurm"] = SlurmOptions.from_value(v["slurm"]) if v["executor"] == "slurm" else v["slurm"]
     backend_cls = registry.backend_class(v["backend"])
     backend_kwargs = dict(backend_kwargs)
-    backend_cls.check_executor(v["executor"])
     backend_cls.check_kwargs(backend_kwargs)
     check_cross(v, backend_kwargs)
     backend_cls.check_required(v)

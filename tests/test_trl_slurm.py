@@ -7,6 +7,7 @@ import pytest
 import hpc_sft
 from hpc_sft import jobs
 from hpc_sft.backends.trl_train import METRICS_NAME
+from hpc_sft.progress import run_status
 from hpc_sft.resume import read_status
 from tests.conftest import tiny_sft_kwargs
 from tests.test_requeue_slurm import preempt, wait_until
@@ -58,3 +59,6 @@ def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_m
     logs = [p.read_text() for p in job.stdout_paths]
     assert "resuming from" in (ckpt / "full_logs_global0.log").read_text(), logs[0][-2000:]
     assert not list(ckpt.glob(".hpc_sft_stop.*"))
+    status = run_status(ckpt)  # what `hpc-sft status` shows
+    assert (status["samples_seen"], status["samples_total"], status["outcome"]) == (1920, 1920, "finished")
+    assert status["loss"] is not None

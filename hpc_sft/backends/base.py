@@ -21,8 +21,6 @@ class Backend(ABC):
     required: ClassVar[Mapping[str, Any]] = {}
     #: backend field -> the sft() parameter to use instead
     aliases: ClassVar[Mapping[str, str]] = {}
-    #: executors whose finish/requeue path this backend supports
-    executors: ClassVar[tuple[str, ...]] = ("local", "slurm")
     #: True when the backend tokenizes ahead of training (process_data); on Slurm node 0 then builds a
     #: shared data cache once. False: the backend tokenizes inside its own training processes.
     pretokenizes: ClassVar[bool] = False
@@ -38,13 +36,6 @@ class Backend(ABC):
                 from ..spec import BY_NAME
 
                 raise unknown_key(key, cls.kwarg_fields, f"{cls.name} backend field", hints=BY_NAME)
-
-    @classmethod
-    def check_executor(cls, executor: str) -> None:
-        if executor not in cls.executors:
-            raise ConfigError("executor", f"{executor!r} is not supported with backend {cls.name!r} yet",
-                              f"use executor = {cls.executors[0]!r}, or backend 'instructlab-training' for "
-                              f"{executor!r}")
 
     @classmethod
     def check_required(cls, values: Mapping[str, Any]) -> None:

@@ -66,9 +66,12 @@ def hpc_sft_callback(config):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                row = {"step": state.global_step, "epoch": state.epoch,
-                       "samples_seen": state.global_step * config.effective_batch_size,
-                       "timestamp": datetime.now().isoformat(), **logs}
+                row = {"step": state.global_step, "epoch": state.epoch, "timestamp": datetime.now().isoformat(),
+                       **logs}
+                if "loss" in logs:  # a training step (not the end-of-run summary): what `hpc-sft status` reads
+                    batch = config.effective_batch_size
+                    row.update(samples_seen=state.global_step * batch, avg_loss=logs["loss"],
+                               total_samples=state.max_steps * batch // (config.num_epochs or 1))  # per epoch
                 with open(metrics, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
 

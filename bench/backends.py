@@ -1,0 +1,87 @@
+"""Whole-run wall time of the two backends on the same tiny job: local (1 and 2 processes) and on Slurm (2 nodes).
+
+Slurm rows need the test cluster up: slurm/cluster.sh up && source /tmp/hpc-sft-slurm/env.sh
+Run: .venv/bin/python bench/backends.py [--runs 3] [--no-slurm]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
+from _report import write_section  # noqa: E402
+
+BACKENDS = ("instructlab-training", "trl")
+EPOCHS = 2
+
+
+def job_kwargs(backend: str, model: Path, data: Path, ckpt: Path) -> dict:
+    kw = sft_kwargs(model, data, ckpt, num_epochs=EPOCHS, backend=backend)
+    if backend == "trl":
+        kw.pop("data_process_num_cpu_procs")  # an instructlab-training field
+        kw["seed"] = 42
+    return kw
+
+
+def one_run(backend: str, model: Path, data: Path, ckpt: Path, where: str) -> dict:
+    """Wall seconds of one sft() call (to the returned result), and the training throughput."""
+    import hpc_sft
+
+    kw = job_kwargs(backend, model, data, ckpt)
+    start = time.time()
+    if where == "slurm":
+        job = hpc_sft.sft(**kw, executor="slurm", slurm={"nodes": 2, "time": "00:30:00", "partition": "main"})
+        result = job.wait(timeout_s=1800)
+    else:
+        result = hpc_sft.sft(**kw, nproc_per_node=2 if where == "local-2" else 1)
+    wall = time.time() - start
+    steps = step_records(ckpt)
+    first, last = steps[0], steps[-1]
+    rate = (last["samples_seen"] - first["samples_seen"]) / max(1e-9, ts(last) - ts(first))
+    return {"wall": wall, "to_first_step": ts(first) - start, "rate": rate, "samples": result.samples_seen}
+
+
+def row(backend: str, where: str, runs: list[dict]) -> str:
+    med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "to_first_step", "rate")}
+    walls = [r["wall"] for r in runs]
+    return (f"| {backend} | {where} | {med['wall']:.1f} s | {min(walls):.1f}–{max(walls):.1f} s | "
+            f"{med['to_first_step']:.1f} s | {med['rate']:.0f} | {runs[0]['samples']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-slurm", action="store_true")
+    opts = parser.parse_args()
+    places = ["local-1", "local-2"] + ([] if opts.no_slurm else ["slurm"])
+    model, data = tiny_inputs()
+    root = Path(tempfile.mkdtemp(prefix="hpc-sft-bench-backends-", dir="/tmp"))
+    rows = []
+    for where in places:
+        for backend in BACKENDS:
+            runs = [one_run(backend, model, data, root / f"{backend}-{where}-{i}" / "ckpt", where)
+                    for i in range(opts.runs)]
+            rows.append(row(backend, where, runs))
+            print(rows[-1], flush=True)
+    body = ("## Backends: whole-run wall time on the same job (`bench/backends.py`)\n\n"
+            f"Tiny Llama (125k parameters), 1200 conversations, {EPOCHS} epochs, effective batch 16, CPU, "
+            f"{opts.runs} runs each. *Wall* is the sft() call to its returned result (Slurm: submit to result, "
+            "2 nodes x 1 process, queue wait included); *to first step* is from the call to the first "
+            "logged step; *samples/s* is training throughput between the first and last logged step.\n\n"
+            "| backend | where | wall (median) | range | to first step | samples/s | samples |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    print(body)
+    write_section("backends", body)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
