@@ -20,10 +20,15 @@ def tiny_inputs(n: int = 1200) -> tuple[Path, Path]:
     return model, data
 
 
-def sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
+def sft_kwargs(model: Path, data: Path, ckpt: Path, backend: str = "instructlab-training", **over) -> dict:
+    """The fast tiny CPU job for either backend (trl: a fixed seed, no instructlab-training-only field)."""
     from hpc_sft.tiny import fast_cpu_kwargs
 
-    return fast_cpu_kwargs(model, data, ckpt, **over)
+    kw = fast_cpu_kwargs(model, data, ckpt, backend=backend, **over)
+    if backend == "trl":
+        kw.pop("data_process_num_cpu_procs")
+        kw.setdefault("seed", 42)
+    return kw
 
 
 def step_records(ckpt: Path) -> list[dict]:

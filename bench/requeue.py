@@ -1,9 +1,10 @@
 """Requeue turnaround and work lost per preemption, on the real cluster (2 nodes, CPU, tiny model).
 
-Run with the test cluster up: source /tmp/hpc-sft-slurm/env.sh && .venv/bin/python bench/requeue.py
+Run with the test cluster up: source /tmp/hpc-sft-slurm/env.sh && .venv/bin/python bench/requeue.py [--backend trl]
 """
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import statistics
@@ -54,10 +55,13 @@ def wait_samples(ckpt: Path, target: int, timeout: float = 600) -> None:
 def main() -> None:
     import hpc_sft
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="instructlab-training", choices=("instructlab-training", "trl"))
+    backend = parser.parse_args().backend
     model, data = tiny_inputs()
     root = Path(tempfile.mkdtemp(prefix="hpc-sft-bench-requeue-", dir="/tmp"))
     ckpt = root / "ckpt"
-    job = hpc_sft.sft(**sft_kwargs(model, data, ckpt, num_epochs=2), executor="slurm",
+    job = hpc_sft.sft(**sft_kwargs(model, data, ckpt, backend, num_epochs=2), executor="slurm",
                       slurm={"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main"})
     sent, seen_before = [], []
     for target in (300, 1300, 2000):
@@ -82,10 +86,12 @@ def main() -> None:
         first_step = ts(after[0])
         rows.append((t_saved - t_sent, t_rerun - t_saved, first_step - t_rerun, lost))
     text_logs = "".join(p.read_text() for p in job.stdout_paths)
-    tokenized = text_logs.count("processing data into")
+    tokenized = (f"the data was tokenized {text_logs.count('processing data into')} time(s) over all runs"
+                 if backend != "trl" else "trl tokenizes inside its training processes, in every run")
     table = "\n".join(f"| {i + 1} | {a:.1f} s | {b:.1f} s | {c:.1f} s | {a + c:.1f} s | {lost} |"
                       for i, (a, b, c, lost) in enumerate(rows))
-    body = ("## Requeue turnaround and work lost (`bench/requeue.py`)\n\n"
+    title = "" if backend == "instructlab-training" else f", backend {backend}"
+    body = (f"## Requeue turnaround and work lost (`bench/requeue.py`{title})\n\n"
             "2 nodes x 1 CPU process, tiny Llama, 2 epochs of 1200 conversations, preempted 3 times by a job in "
             "the `high` partition. signal -> saved: preemptor submitted to node 0's requeue decision (the save is "
             "complete then). queue wait: requeue decision to the rerun's start (the test cluster's "
@@ -93,11 +99,11 @@ def main() -> None:
             "training step. Lost steps: optimizer steps logged before the stop that the rerun did again.\n\n"
             "| preemption | signal -> saved | queue wait | restart -> first step | turnaround (no queue) | lost steps |\n"
             "|---|---|---|---|---|---|\n" + table +
-            f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; the data "
-            f"was tokenized {tokenized} time(s) over all runs. Median turnaround "
+            f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; "
+            f"{tokenized}. Median turnaround "
             f"{statistics.median(a + c for a, _, c, _ in rows):.1f} s.")
     print(body)
-    write_section("requeue", body)
+    write_section("requeue" if backend == "instructlab-training" else f"requeue-{backend}", body)
     shutil.rmtree(root, ignore_errors=True)
 
 

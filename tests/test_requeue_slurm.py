@@ -57,6 +57,14 @@ def preempt() -> str:
     return out.stdout.strip()
 
 
+def preempt_at(job, targets, progress) -> None:
+    """Preempt the job once progress() reaches each target in turn, waiting for each requeue."""
+    for number, target in enumerate(targets, start=1):
+        wait_until(lambda: progress() >= target, 300, f"{target} samples")
+        preempt()
+        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
+
+
 def submit(tiny_model, data, ckpt, nodes, slurm_over=None, **over):
     slurm = {"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
     slurm.update(slurm_over or {})
@@ -67,10 +75,7 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
     ckpt = tmp_path / "ckpt"
     job = submit(tiny_model, data_1200, ckpt, 2)
     # mid epoch 0; early in epoch 1 (the 2nd epoch of the resumed process); late in epoch 1
-    for number, target in enumerate((300, 1300, 2000), start=1):
-        wait_until(lambda: samples_now(ckpt) >= target, 300, f"{target} samples")
-        preempt()
-        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
+    preempt_at(job, (300, 1300, 2000), lambda: samples_now(ckpt))
     result = job.wait(timeout_s=600)
     assert result.restarts >= 3
     assert result.samples_seen == reference.samples_seen == 2400

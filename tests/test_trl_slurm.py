@@ -1,16 +1,14 @@
 """The trl backend on the real cluster: 2 nodes, preempted twice, ends bit-identical to an uninterrupted run."""
 import json
-import subprocess
 
 import pytest
 
 import hpc_sft
-from hpc_sft import jobs
 from hpc_sft.backends.trl_train import METRICS_NAME
 from hpc_sft.progress import run_status
 from hpc_sft.resume import read_status
 from tests.conftest import tiny_sft_kwargs
-from tests.test_requeue_slurm import preempt, wait_until
+from tests.test_requeue_slurm import preempt_at
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 pytest.importorskip("trl", reason="trl is not installed")
@@ -45,10 +43,7 @@ def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_m
     ckpt = tmp_path / "ckpt"
     slurm = {"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
     job = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, ckpt), executor="slurm", slurm=slurm)
-    for number, target in enumerate((240, 1200), start=1):  # mid epoch 0; mid epoch 1 of a resumed run
-        wait_until(lambda: samples_now(ckpt) >= target, 300, f"{target} samples")
-        preempt()
-        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
+    preempt_at(job, (240, 1200), lambda: samples_now(ckpt))  # mid epoch 0; mid epoch 1 of a resumed run
     result = job.wait(timeout_s=600)
     assert result.restarts >= 2
     assert result.samples_seen == reference.samples_seen == 1920

@@ -70,7 +70,7 @@ def hpc_sft_callback(config):
                        **logs}
                 if "loss" in logs:  # a training step (not the end-of-run summary): what `hpc-sft status` reads
                     batch = config.effective_batch_size
-                    row.update(samples_seen=state.global_step * batch, avg_loss=logs["loss"],
+                    row.update(samples_seen=state.global_step * batch, batch_size=batch, avg_loss=logs["loss"],
                                total_samples=state.max_steps * batch // (config.num_epochs or 1))  # per epoch
                 with open(metrics, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
