@@ -1,4 +1,4 @@
-"""TRL adapter: a pure mapping of our config to trl.SFTConfig kwargs, and a thin run of SFTTrainer.
+"""TRL adapter: the backend class and a pure mapping of our config to trl.SFTConfig kwargs (training: trl_train).
 
 Importing this module imports neither trl, transformers, datasets nor torch (login nodes stay light).
 """
