@@ -64,12 +64,21 @@ def run_status(ckpt_dir: Path) -> dict:
     epochs = planned_epochs(ckpt_dir)
     total = last.get("total_samples") * epochs if last.get("total_samples") and epochs else None
     ckpts = hf_checkpoints(ckpt_dir)
+    last_ckpt = str(ckpts[-1][1]) if ckpts else newest_trainer_checkpoint(ckpt_dir)
     record_path = Path(ckpt_dir) / STATUS_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     return {"samples_seen": last.get("samples_seen"), "samples_total": total, "epoch": last.get("epoch"),
-            "loss": last.get("avg_loss"), "last_checkpoint": str(ckpts[-1][1]) if ckpts else None,
+            "loss": last.get("avg_loss"), "last_checkpoint": last_ckpt,
             "eta_s": eta_seconds(records[-20:], total), "stops": record.get("stops", []),
             "outcome": record.get("outcome")}
+
+
+def newest_trainer_checkpoint(ckpt_dir: Path) -> Optional[str]:
+    """The trl backend's newest checkpoint-N (its final model appears in hf_format/ only at the end)."""
+    from .backends.trl_checkpoints import checkpoints
+
+    found = checkpoints(ckpt_dir)
+    return str(found[0][1]) if found else None
 
 
 def job_status(rec: dict) -> dict:

@@ -247,6 +247,15 @@ def test_callback_marks_a_checkpoint_complete_only_after_its_save(tmp_path, base
     assert tc.checkpoint_problem(path) is None
 
 
+def test_status_shows_the_newest_checkpoint_before_the_final_model(tmp_path):
+    from hpc_sft.progress import run_status
+
+    assert run_status(tmp_path)["last_checkpoint"] is None
+    fake_checkpoint(tmp_path, 6)
+    newest = fake_checkpoint(tmp_path, 12)
+    assert run_status(tmp_path)["last_checkpoint"] == str(newest)
+
+
 def test_progress_facts_for_the_requeue_decision(tmp_path):
     from hpc_sft.resume import StateFacts, decide
 
