@@ -45,6 +45,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def fault_pause() -> None:
+    """Tests: HPC_SFT_FAULT_PAUSE_STOP_SAVE_S holds a signal-requested save open before it is marked
+    complete, so that a kill can land inside it."""
+    import time
+
+    time.sleep(float(os.environ.get("HPC_SFT_FAULT_PAUSE_STOP_SAVE_S") or 0))
+
+
 def hpc_sft_callback(config):
     """A TrainerCallback for metrics, stop-on-signal and the checkpoint completeness marker. Put it last
     in the callback list so that it sees every other callback's save request."""
@@ -96,6 +104,8 @@ def hpc_sft_callback(config):
         def on_save(self, args, state, control, **kwargs):
             barrier()  # every rank's files (rng_state_R.pth) are on disk
             if state.is_world_process_zero:
+                if self.stopping:
+                    fault_pause()
                 write_marker(checkpoint_dir(args, state), state.global_step)
             return control
 
