@@ -12,6 +12,8 @@ HEADER = ("# Benchmarks\n\nMeasured by the scripts in `bench/` (each rewrites it
 
 
 def write_section(name: str, body: str) -> None:
+    """Print the section and put it into docs/benchmarks.md."""
+    print(body)
     text = DOC.read_text() if DOC.is_file() else HEADER
     stamp = f"_{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, python {platform.python_version()}_"
     block = f"<!-- bench:{name} -->\n{body.rstrip()}\n\n{stamp}\n<!-- /bench:{name} -->"

@@ -74,11 +74,11 @@ def main() -> None:
             f"Tiny Llama (125k parameters), 1200 conversations, {EPOCHS} epochs, effective batch 16, CPU, "
             f"{opts.runs} runs each. *Wall* is a fresh `python -c 'hpc_sft.sft(...)'` process, imports included, "
             "to its returned result (Slurm: submit, then `job.wait()`, 2 nodes x 1 process with "
-            "OMP_NUM_THREADS=1 because the test cluster's nodes share 2 cores, queue wait included); *to first step* is from that process's start to the first "
-            "logged step; *samples/s* is training throughput between the first and last logged step.\n\n"
+            "OMP_NUM_THREADS=1 because the test cluster's nodes share 2 cores, queue wait included); "
+            "*to first step* is from that process's start to the first logged step; *samples/s* is training "
+            "throughput between the first and last logged step.\n\n"
             "| backend | where | wall (median) | range | to first step | samples/s | samples |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    print(body)
     write_section("backends", body)
     shutil.rmtree(root, ignore_errors=True)
 

@@ -102,7 +102,6 @@ def main() -> None:
             f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; "
             f"{tokenized}. Median turnaround "
             f"{statistics.median(a + c for a, _, c, _ in rows):.1f} s.")
-    print(body)
     write_section("requeue" if backend == "instructlab-training" else f"requeue-{backend}", body)
     shutil.rmtree(root, ignore_errors=True)
 

@@ -63,7 +63,6 @@ def main() -> None:
             "count from the allocation's StartTime (scontrol, 1 s resolution) to the first step's metrics "
             "timestamp; bare rows from the run_training call.\n\n| run | median | range |\n|---|---|---|\n"
             + "\n".join(rows))
-    print(body)
     write_section("startup", body)
     shutil.rmtree(root, ignore_errors=True)
 

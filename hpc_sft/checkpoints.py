@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ._worker.hpc_sft_shim.resume import MARKER  # written by the worker shim when it publishes a state
+from ._worker.hpc_sft_shim.resume import MARKER, marker_problem  # the worker shim writes markers
 from .result import TrainingResult
 
 SAMPLES_RE = re.compile(r"^samples_(\d+)$")
@@ -53,15 +53,10 @@ def full_states(ckpt_dir: Path) -> list[Path]:
 
 def state_problem(path: Path) -> Optional[str]:
     """Why a full state cannot be resumed from, or None when it is complete and loadable."""
-    marker = path / MARKER
-    if marker.is_file():
-        try:
-            files = json.loads(marker.read_text())["files"]
-        except (ValueError, KeyError, TypeError):
-            return f"unreadable {MARKER}"
-        for name, size in files.items():
-            if not (path / name).is_file() or (path / name).stat().st_size != size:
-                return f"{name} missing or of the wrong size"
+    if (path / MARKER).is_file():  # states written before the shim published markers have none
+        problem = marker_problem(path)
+        if problem:
+            return problem
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"

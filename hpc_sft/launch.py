@@ -1,8 +1,13 @@
 """Launch: how the training processes start on one node (torchrun shape, device, extra environment)."""
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional, Union
+
+WORKER_DIR = Path(__file__).resolve().parent / "_worker"  # the shim: signal shield, ILT patches
 
 
 @dataclass(frozen=True)
@@ -24,10 +29,21 @@ class Launch:
 
 def path_with_venv(path: Optional[str]) -> str:
     """PATH with this interpreter's bin/ first, so launchers find the same environment's torchrun."""
-    import os
-    import sys
-
     return os.pathsep.join(filter(None, [os.path.dirname(sys.executable), path]))
+
+
+def worker_env(launch: Launch, *pythonpath: str) -> dict[str, str]:
+    """Environment changes for torchrun and its workers, whichever backend starts them: this venv's
+    torchrun, the worker shim (then `pythonpath`) first on PYTHONPATH, USR1/USR2 ignored there so that
+    only the training parent reacts to Slurm's warning, and CPU mode for accelerate."""
+    env = dict(launch.env)
+    env["PATH"] = path_with_venv(os.environ.get("PATH"))
+    paths = [str(WORKER_DIR), *pythonpath, os.environ.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"
+    if launch.device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"  # without it, >1 process on CPU does not synchronise gradients
+    return env
 
 
 def resolve_device(device: Optional[str]) -> str:

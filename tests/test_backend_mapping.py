@@ -3,7 +3,7 @@ import pytest
 
 from hpc_sft.api import split_values
 from hpc_sft.backends import instructlab as ilt
-from hpc_sft.launch import Launch
+from hpc_sft.launch import WORKER_DIR, Launch
 from hpc_sft.validate import build_config
 
 real = pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")
@@ -65,7 +65,7 @@ def test_master_addr_mapping(base_kwargs):
 def test_cpu_environment_reaches_workers():
     env = ilt.training_env(Launch(nproc_per_node=2, device="cpu", env=(("X", "1"),)))
     assert env["HPC_SFT_CPU"] == "1" and env["ACCELERATE_USE_CPU"] == "1" and env["X"] == "1"
-    assert env["PYTHONPATH"].split(":")[0] == str(ilt.WORKER_DIR)
+    assert env["PYTHONPATH"].split(":")[0] == str(WORKER_DIR)
     assert "HPC_SFT_CPU" not in ilt.training_env(Launch(nproc_per_node=1, device="cuda"))
 
 

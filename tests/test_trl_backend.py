@@ -169,7 +169,7 @@ def fake_checkpoint(root: Path, step: int, state=None) -> Path:
     (path / "trainer_state.json").write_text(json.dumps(state or {"global_step": step}))
     for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state_1.pth"):
         (path / name).write_text("x" * 10)
-    tc.write_marker(path, step)
+    tc.mark_complete(path, step)
     return path
 
 
@@ -192,7 +192,7 @@ def test_latest_complete_checkpoint_skips_torn_ones(tmp_path):
 def test_a_checkpoint_without_optimizer_state_is_not_resumable(tmp_path):
     path = fake_checkpoint(tmp_path, 4)
     (path / "optimizer.pt").unlink()
-    tc.write_marker(path, 4)  # e.g. save_only_model: complete, but no optimizer to resume
+    tc.mark_complete(path, 4)  # e.g. save_only_model: complete, but no optimizer to resume
     assert tc.checkpoint_problem(path) == "missing optimizer.pt"
 
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from hpc_sft.backends.instructlab import WORKER_DIR
+from hpc_sft.launch import WORKER_DIR
 
 padded = pytest.importorskip("instructlab.training.padded_batch_packer", reason="instructlab-training missing")
 

@@ -9,10 +9,9 @@ from typing import Any, Iterator
 from .. import signals
 from .._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
 from ..errors import ConfigError, TrainingError
-from ..launch import Launch, path_with_venv
+from ..launch import Launch, worker_env
 from .base import Backend
 
-WORKER_DIR = Path(__file__).resolve().parent.parent / "_worker"
 
 # TrainingArgs fields of instructlab-training 0.16.2 (a test compares this with the real class).
 TRAINING_ARGS_FIELDS = frozenset({
@@ -144,16 +143,12 @@ def map_args(config, launch) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def training_env(launch) -> dict[str, str]:
     """Environment for run_training and the torchrun workers it spawns."""
-    env = dict(launch.env)
-    env["PATH"] = path_with_venv(os.environ.get("PATH"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_DIR), os.environ.get("PYTHONPATH")]))
+    env = worker_env(launch)
     env["HPC_SFT_EXACT_RESUME"] = "1"  # worker shim: exact mid-epoch resume, atomic full-state saves
-    env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"  # torchrun and workers ignore them; only this process reacts
     env.setdefault("CHECKPOINT_TRIGGER_FILENAME", f"hpc-sft-ckpt-{os.getpid()}")  # never the shared default
     env["HPC_SFT_EQUAL_MINIBATCHES"] = "1"  # padded packer (flash attention off) can deadlock ranks otherwise
     if launch.device == "cpu":
         env["HPC_SFT_CPU"] = "1"
-        env["ACCELERATE_USE_CPU"] = "1"  # without it, >1 process on CPU does not synchronise gradients
     return env
 
 

@@ -1,4 +1,4 @@
-"""Trainer checkpoint-N directories of the trl backend: completeness marker, newest complete one, progress facts.
+"""Trainer checkpoint-N directories of the trl backend: complete or torn, newest complete one, progress facts.
 
 No heavy imports: the Slurm finish-or-requeue decision reads these on every node.
 """
@@ -6,63 +6,36 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Optional
 
+from .._worker.hpc_sft_shim.resume import MARKER, marker_problem, write_marker  # one marker format for both
 from ..checkpoints import hf_checkpoints
 from ..resume import StateFacts
 
 log = logging.getLogger("hpc_sft.trl")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-MARKER = "hpc_sft_complete.json"  # written by rank 0 after every rank finished writing checkpoint-N
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "adapter_model.safetensors", "adapter_model.bin")
 
 
-def file_sizes(path: Path) -> dict[str, int]:
-    """Relative path -> size of every file under path except the marker."""
-    sizes = {}
-    for root, _, names in os.walk(path):
-        for name in names:
-            full = Path(root) / name
-            rel = str(full.relative_to(path))
-            if rel != MARKER:
-                sizes[rel] = full.stat().st_size
-    return sizes
-
-
-def write_marker(path: Path, global_step: int) -> None:
-    """Declare checkpoint-N complete (call once every rank's files are on disk)."""
-    tmp = path / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps({"global_step": global_step, "files": file_sizes(path)}))
-    os.replace(tmp, path / MARKER)
+def mark_complete(path: Path, global_step: int) -> None:
+    """Declare checkpoint-N complete: call once every rank's files are on disk."""
+    write_marker(str(path), {"global_step": global_step})
 
 
 def drop_marker(path: Path) -> None:
-    """Before checkpoint-N is (re)written: it is not complete until write_marker runs again."""
-    try:
-        (path / MARKER).unlink()
-    except FileNotFoundError:
-        pass
+    """Before checkpoint-N is (re)written: it is not complete until mark_complete runs again."""
+    (path / MARKER).unlink(missing_ok=True)
 
 
 def checkpoint_problem(path: Path) -> Optional[str]:
     """Why a checkpoint-N cannot be resumed from, or None when it is complete."""
-    try:
-        marker = json.loads((path / MARKER).read_text())
-    except FileNotFoundError:
-        return f"no {MARKER}: the save did not finish"
-    except ValueError:
-        return f"unreadable {MARKER}"
-    for rel, size in marker.get("files", {}).items():
-        found = path / rel
-        if not found.is_file():
-            return f"missing {rel}"
-        if found.stat().st_size != size:
-            return f"{rel} has {found.stat().st_size} bytes, expected {size}"
-    names = set(marker.get("files", {}))
+    problem = marker_problem(path)
+    if problem:
+        return problem
+    names = set(json.loads((path / MARKER).read_text())["files"])
     for needed in ("trainer_state.json", "optimizer.pt", "scheduler.pt"):
         if needed not in names:
             return f"missing {needed}"

@@ -12,30 +12,30 @@ from typing import Any
 
 from .. import signals
 from ..errors import TrainingError
-from ..launch import Launch, path_with_venv
+from ..launch import Launch, worker_env
 from .trl_train import STOP_FILE_ENV
 
 WORKER = Path(__file__).resolve().parent / "trl_worker.py"
-SHIM_DIR = Path(__file__).resolve().parent.parent / "_worker"  # its sitecustomize ignores HPC_SFT_SHIELD_SIGNALS
 POLL_S = 0.2
 
 
 def launch_file(config, launch) -> Path:
     """Write the worker's arguments (config + launch) as JSON; return the path."""
-    cfg = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "slurm"}
+    from ..serialize import to_dict
+
     path = Path(config.ckpt_output_dir) / f"trl_launch_node{launch.node_rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": cfg, "launch": dataclasses.asdict(launch)}, default=str))
+    path.write_text(json.dumps({"config": to_dict(config), "launch": dataclasses.asdict(launch)}, default=str))
     return path
 
 
 def read_launch_file(path) -> tuple[Any, Launch]:
-    from ..spec import SFTConfig
+    from ..serialize import from_dict
 
     data = json.loads(Path(path).read_text())
     launch = data["launch"]
     launch["env"] = tuple(tuple(pair) for pair in launch.get("env", ()))
-    return SFTConfig(**data["config"]), Launch(**launch)
+    return from_dict(data["config"]), Launch(**launch)
 
 
 def torchrun_command(launch, args_file) -> list[str]:
@@ -57,17 +57,10 @@ def stop_file(config, launch) -> Path:
     return Path(config.ckpt_output_dir) / f".hpc_sft_stop.{launch.rdzv_id}.node{launch.node_rank}"
 
 
-def worker_env(launch, stop: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(dict(launch.env))
-    env["PATH"] = path_with_venv(env.get("PATH"))
+def trl_worker_env(launch, stop: Path) -> dict[str, str]:
+    """The full environment for torchrun: hpc_sft importable by trl_worker.py, and the stop file to poll."""
     package_root = str(Path(__file__).resolve().parent.parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), package_root, env.get("PYTHONPATH")]))
-    env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"  # torchrun and workers ignore them; this process reacts
-    env[STOP_FILE_ENV] = str(stop)
-    if launch.device == "cpu":
-        env["ACCELERATE_USE_CPU"] = "1"  # same as use_cpu=True; also for code paths that read only the env
-    return env
+    return {**os.environ, **worker_env(launch, package_root), STOP_FILE_ENV: str(stop)}
 
 
 def wait_forwarding_stop(proc: subprocess.Popen, stop: Path) -> int:
@@ -86,7 +79,7 @@ def run_torchrun(config, launch) -> None:
     stop.unlink(missing_ok=True)  # a requeued job keeps its id: never inherit the last run's request
     with open(logfile, "a") as out:
         try:
-            proc = subprocess.Popen(torchrun_command(launch, args_file), env=worker_env(launch, stop),
+            proc = subprocess.Popen(torchrun_command(launch, args_file), env=trl_worker_env(launch, stop),
                                     stdout=out, stderr=subprocess.STDOUT)
         except FileNotFoundError as exc:
             raise TrainingError(f"trl backend: torchrun not found ({exc}); install torch in this "

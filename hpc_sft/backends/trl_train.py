@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import signals
-from .trl_checkpoints import drop_marker, latest_complete_checkpoint, write_marker
+from .._worker.hpc_sft_shim.resume import barrier
+from .trl_checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
 
 log = logging.getLogger("hpc_sft.trl")
 METRICS_NAME = "training_params_and_metrics_global0.jsonl"
@@ -36,13 +37,6 @@ def agreed(flag: bool, device) -> bool:
     vote = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def fault_pause() -> None:
@@ -106,7 +100,7 @@ def hpc_sft_callback(config):
             if state.is_world_process_zero:
                 if self.stopping:
                     fault_pause()
-                write_marker(checkpoint_dir(args, state), state.global_step)
+                mark_complete(checkpoint_dir(args, state), state.global_step)
             return control
 
     return HpcSftCallback()

@@ -23,8 +23,9 @@ def job_folder(config) -> Path:
 def sbatch_parameters(config) -> dict[str, Any]:
     """submitit SlurmExecutor parameters (sbatch options) for this config. Pure."""
     opts = config.slurm
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.ckpt_output_dir).name)[:40]
     params: dict[str, Any] = {
-        "job_name": "hpc-sft-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.ckpt_output_dir).name)[:40], "nodes": opts.nodes, "ntasks_per_node": 1,
+        "job_name": f"hpc-sft-{name}", "nodes": opts.nodes, "ntasks_per_node": 1,
         "time": opts.timeout_min, "signal_delay_s": opts.signal_lead_s, "stderr_to_stdout": False,
         "setup": list(opts.setup), "additional_parameters": {"requeue": True, **opts.additional},
     }

@@ -23,7 +23,8 @@ Atomic full-state saves
 it must act in every process, cheaply.)
 
 This module imports nothing heavy at import time: the parent may import it (as
-``hpc_sft._worker.hpc_sft_shim.resume``) for ``repair_full_states`` and ``marker_problem``.
+``hpc_sft._worker.hpc_sft_shim.resume``) for ``repair_full_states`` and ``marker_problem``, and the
+trl backend reuses ``write_marker``, ``marker_problem`` and ``barrier`` for its ``checkpoint-N``.
 """
 
 import functools
@@ -103,13 +104,15 @@ def marker_problem(state_dir) -> "str | None":
             files = json.load(fh)["files"]
         items = list(files.items())
     except FileNotFoundError:
-        return f"no {MARKER}"
+        return f"no {MARKER}: the save did not finish"
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"unreadable {MARKER}"
     for rel, size in items:
         path = os.path.join(state_dir, rel)
-        if not os.path.isfile(path) or os.path.getsize(path) != size:
-            return f"{rel} missing or of the wrong size"
+        if not os.path.isfile(path):
+            return f"missing {rel}"
+        if os.path.getsize(path) != size:
+            return f"{rel} has {os.path.getsize(path)} bytes, expected {size} (wrong size: the save was cut short)"
     return None
 
 
@@ -244,7 +247,8 @@ def _patch_on_demand_checkpoint(module) -> None:
     module.save_on_demand_checkpoint = save_on_demand_checkpoint
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """All ranks meet here (a no-op without torch.distributed)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -280,13 +284,13 @@ def _patch_utils(module) -> None:
         main = accelerator.is_main_process
         if main and os.path.lexists(staged):
             shutil.rmtree(staged)  # a torn earlier attempt
-        _barrier()
+        barrier()
         staged_args = copy.copy(train_args)
         staged_args.output_dir = root  # ILT writes {output_dir}/full_state/epoch_E
         bound.arguments["args"] = staged_args
         started = time.monotonic()
         original_save(*bound.args, **bound.kwargs)
-        _barrier()  # every rank has written its files
+        barrier()  # every rank has written its files
         seconds = round(time.monotonic() - started, 3)
         _fault_pause()
         if main:
@@ -298,7 +302,7 @@ def _patch_utils(module) -> None:
                     os.path.join(root, "replaced", f"epoch_{epoch}"))
             shutil.rmtree(root, ignore_errors=True)
             _log(f"published full_state/epoch_{epoch} {metadata}")
-        _barrier()
+        barrier()
 
     module.save_full_state = save_full_state
 
@@ -308,7 +312,7 @@ def _patch_utils(module) -> None:
     def load_latest_full_state(args, accelerator, *rest, **kwargs):
         if accelerator.is_main_process:
             repair_full_states(args.output_dir)
-        _barrier()
+        barrier()
         return original_load(args, accelerator, *rest, **kwargs)
 
     module.load_latest_full_state = load_latest_full_state
