@@ -130,11 +130,23 @@ def time_to_minutes(text: Any) -> int:
                           "use HH:MM:SS, D-HH:MM:SS or minutes, e.g. time = \"24:00:00\"")
     days, a, b, c = match.groups()
     if days is not None:  # D-H[:M[:S]]
+        _check_fields(text, (("hours", a, 23), ("minutes", b, 59), ("seconds", c, 59)))
         secs = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
     elif c is not None:  # H:M:S
+        _check_fields(text, (("minutes", b, 59), ("seconds", c, 59)))
         secs = int(a) * 3600 + int(b) * 60 + int(c)
     else:  # M or M:S
+        _check_fields(text, (("seconds", b, 59),))
         secs = int(a) * 60 + int(b or 0)
     if secs <= 0:
         raise ConfigError("slurm.time", f"{text!r} is zero", "give a positive time limit")
     return -(-secs // 60)
+
+
+def _check_fields(text: Any, fields) -> None:
+    """ConfigError when a minutes/seconds field is over 59 (hours over 23 after a day count)."""
+    for what, value, top in fields:
+        if value is not None and int(value) > top:
+            raise ConfigError("slurm.time", f"{text!r} has {what} = {int(value)} (at most {top})",
+                              "use M, M:S, H:M:S, D-H, D-H:M or D-H:M:S with minutes and seconds up to 59 "
+                              "(hours up to 23 after a day count), e.g. time = \"1-02:00:00\"")

@@ -47,6 +47,23 @@ class InstructLabTrainingSFTBackend(Backend):
     aliases = {"max_batch_len": "max_tokens_per_gpu", "pretraining_config": "is_pretraining and block_size"}
     pretokenizes = True
 
+    @classmethod
+    def check_static(cls, config) -> None:
+        """Batch arithmetic instructlab-training would only refuse on the compute node; pure (dry runs too)."""
+        seq, tokens = config.max_seq_len, config.max_tokens_per_gpu
+        if seq is not None and tokens is not None and seq > tokens:
+            raise ConfigError("max_seq_len", f"{seq} is larger than max_tokens_per_gpu={tokens}: one sample of "
+                              "max_seq_len tokens must fit in one device's micro-batch",
+                              f"raise max_tokens_per_gpu to at least {seq}, or lower max_seq_len to {tokens}")
+        nproc = config.nproc_per_node
+        nodes = config.slurm.nodes if config.executor == "slurm" else (config.nnodes or 1)
+        world = nodes * nproc if isinstance(nproc, int) else None
+        if world and config.effective_batch_size is not None and config.effective_batch_size < world:
+            raise ConfigError("effective_batch_size", f"{config.effective_batch_size} is smaller than the {world} "
+                              f"training processes ({nodes} node(s) x nproc_per_node={nproc}): each process needs "
+                              "at least one sample per step", f"set effective_batch_size to at least {world}, or "
+                              "use fewer nodes or processes")
+
     def check_values(self, config) -> None:
         """Build the real TrainingArgs once, so a bad backend value fails before anything is queued."""
         if config.device == "cpu" and (config.backend_kwargs.get("validation_split") or 0) > 0:
