@@ -1,6 +1,7 @@
 """Load a recipe.toml (+ --set overrides) into a validated SFTConfig; errors name the file, line, key and fix."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass
@@ -8,11 +9,15 @@ from pathlib import Path
 
 from .api import split_values
 from .errors import ConfigError, HpcSftError, did_you_mean
+from .slurm_options import SlurmOptions
+from .spec import BY_NAME
 from .validate import build_config
 
 TOP_KEYS = ("executor", "sft", "slurm")
 PATH_KEYS = ("data_path", "ckpt_output_dir", "data_output_dir", "chat_tmpl_path")
 NOT_IN_SFT = {"executor": "put executor at the top of the recipe", "slurm": "use a [slurm] table"}
+SFT_KEYS = frozenset(BY_NAME) - {"executor", "slurm"}
+SLURM_KEYS = frozenset(f.name for f in dataclasses.fields(SlurmOptions)) - frozenset(BY_NAME)
 
 
 @dataclass(frozen=True)
@@ -74,18 +79,8 @@ def resolve_paths(values: dict, folder: Path) -> dict:
 def sft_values(recipe: Recipe) -> dict:
     """The flat sft() arguments of a recipe (paths resolved, [slurm] attached)."""
     data = recipe.data
-    for key in data:
-        if key not in TOP_KEYS:
-            raise ConfigError(key, f"unknown top-level key{did_you_mean(key, TOP_KEYS)}",
-                              f"use one of: {', '.join(TOP_KEYS)}")
-    for key in ("sft", "slurm"):
-        if key in data and not isinstance(data[key], dict):
-            raise ConfigError(key, "must be a table", f"write [{key}] on its own line")
-    sft = data.get("sft", {})
-    for key, fix in NOT_IN_SFT.items():
-        if key in sft:
-            raise ConfigError(f"sft.{key}", "does not belong in [sft]", fix)
-    values = resolve_paths(sft, recipe.folder)
+    check_structure(data)
+    values = resolve_paths(data.get("sft", {}), recipe.folder)
     values["executor"] = data.get("executor", "local")
     if "slurm" in data:
         slurm = dict(data["slurm"])
@@ -93,6 +88,37 @@ def sft_values(recipe: Recipe) -> dict:
             slurm["folder"] = str((recipe.folder / Path(slurm["folder"]).expanduser()).resolve())
         values["slurm"] = slurm
     return values
+
+
+def check_structure(data: dict) -> None:
+    """ConfigError for a key in the wrong section, or a [slurm] table the executor would ignore."""
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _misplaced(key, key, "at the top level") or ConfigError(
+                key, f"unknown top-level key{did_you_mean(key, TOP_KEYS)}", f"use one of: {', '.join(TOP_KEYS)}")
+    for key in ("sft", "slurm"):
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(key, "must be a table", f"write [{key}] on its own line")
+    for key, fix in NOT_IN_SFT.items():
+        if key in data.get("sft", {}):
+            raise ConfigError(f"sft.{key}", "does not belong in [sft]", fix)
+    for section in ("sft", "slurm"):
+        for key in data.get(section, {}):
+            error = _misplaced(f"{section}.{key}", key, f"in [{section}]", section)
+            if error:
+                raise error
+    if "slurm" in data and data.get("executor", "local") == "local":
+        raise ConfigError("slurm", "a [slurm] table is given but executor is \"local\", which would ignore it",
+                          'set executor = "slurm" at the top of the recipe, or remove the [slurm] table')
+
+
+def _misplaced(name: str, key: str, where: str, section: str = "") -> ConfigError | None:
+    """The error for an [sft] key outside [sft], or a Slurm option outside [slurm] (None: not misplaced)."""
+    if key in SFT_KEYS and section != "sft":
+        return ConfigError(name, f"is an [sft] key, placed {where}", f"move {key} under [sft]")
+    if key in SLURM_KEYS and section != "slurm":
+        return ConfigError(name, f"is a Slurm option, placed {where}", f"move {key} under [slurm]")
+    return None
 
 
 def load(path: str | Path, overrides: tuple[str, ...] = ()):
@@ -122,6 +148,8 @@ def find_line(text: str, key: str) -> int | None:
         header = re.match(r"\s*\[([^\]]+)\]", line)
         if header:
             current = header.group(1).strip()
+            if current == key:  # the error is about a whole table
+                return number
         elif re.match(rf"\s*{re.escape(name)}\s*=", line) and (current in (section, "") or not name):
             return number
     return None

@@ -41,5 +41,15 @@ def recipe_text(name: str, executor: str = "slurm", values: dict | None = None) 
     """A commented recipe listing every parameter (from the one definition); `values` are set, others commented."""
     params = [dict(name=p.name, doc=p.doc, required=p.positional, example=EXAMPLES.get(p.name, '""'))
               for p in PARAMS if p.name not in ("executor", "slurm")]
-    return render("recipe.toml.j2", name=name, executor=executor, params=params, values=values or {},
+    text = render("recipe.toml.j2", name=name, executor=executor, params=params, values=values or {},
                   slurm=SLURM_LINES)
+    return text if executor == "slurm" else comment_out_table(text, "slurm")
+
+
+def comment_out_table(text: str, table: str) -> str:
+    """The recipe with the [table] section commented out (a local recipe must not carry a [slurm] table)."""
+    head, sep, tail = text.partition(f"\n[{table}]")
+    if not sep:
+        return text
+    lines = f"[{table}]{tail}".splitlines()
+    return head + "\n" + "\n".join(f"# {line}" if line.strip() else line for line in lines) + "\n"

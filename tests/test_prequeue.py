@@ -43,3 +43,12 @@ def test_out_of_range_time_fields_are_refused(text, field):
 @pytest.mark.parametrize("text,minutes", [("48:00:00", 2880), ("25:59", 26), ("1-23:59:59", 2880), ("90", 90)])
 def test_in_range_times_still_pass(text, minutes):
     assert time_to_minutes(text) == minutes
+
+
+def test_local_recipe_skeleton_carries_no_slurm_table():
+    import tomllib
+
+    from hpc_sft.render import recipe_text
+
+    assert "slurm" not in tomllib.loads(recipe_text("r.toml", "local"))
+    assert "slurm" in tomllib.loads(recipe_text("r.toml", "slurm"))
