@@ -1,10 +1,23 @@
 """Record the warning signals Slurm sends (time limit lead, preemption) in the process that owns training."""
 from __future__ import annotations
 
+import os
 import signal
 from typing import Optional
 
 WARNING_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+# What a process forked from the training parent (a data-processing pool worker, a dataloader worker) gets
+# instead of an inherited Python handler: the warnings Slurm sends to every process of a step are ignored
+# (only the training parent acts on them, as in the shielded torchrun workers); signals that end a process
+# end it again, so that multiprocessing's Pool.terminate() (SIGTERM) and Ctrl-C work.
+FORKED_CHILD_DISPOSITION = {
+    signal.SIGUSR1: signal.SIG_IGN,
+    signal.SIGUSR2: signal.SIG_IGN,
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGHUP: signal.SIG_DFL,
+    signal.SIGXCPU: signal.SIG_DFL,
+    signal.SIGINT: signal.default_int_handler,
+}
 _current: Optional["SignalRecorder"] = None
 
 
@@ -13,9 +26,25 @@ def received() -> Optional[signal.Signals]:
     return signal.Signals[_current.received] if _current and _current.received else None
 
 
+def reset_inherited_handlers() -> None:
+    """In a freshly forked child: drop every Python handler for the signals above (hpc-sft's recorder and
+    instructlab-training's ParentSignalHandler both catch them, and a child that swallows SIGTERM never
+    exits: the data-processing deadlock)."""
+    for sig, disposition in FORKED_CHILD_DISPOSITION.items():
+        current = signal.getsignal(sig)
+        if callable(current) and current is not signal.default_int_handler:
+            try:
+                signal.signal(sig, disposition)
+            except (ValueError, OSError):  # not the main thread of the main interpreter
+                return
+
+
+os.register_at_fork(after_in_child=reset_inherited_handlers)  # once per process, at first import
+
+
 class SignalRecorder:
     """Installs handlers that only remember the first signal; instructlab-training swaps in its own
-    handlers while it trains and restores these afterwards."""
+    handlers while it trains and restores these afterwards. Forked children never inherit them."""
 
     def __init__(self) -> None:
         self.received: Optional[str] = None
