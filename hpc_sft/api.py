@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import executors, registry
 from .errors import ConfigError
 from .spec import BY_NAME, KWARGS_NAME, PARAMS, signature
 from .validate import build_config
@@ -18,11 +17,10 @@ def split_values(values: Mapping[str, Any]) -> tuple[dict, dict]:
 
 
 def run_sft(values: Mapping[str, Any], backend=None) -> Any:
-    """Validate, plan and run/submit one sft() call given as a flat mapping."""
-    config = build_config(*split_values(values))
-    executor = executors.get(config.executor)
-    backend = backend or registry.backend_class(config.backend)()
-    return executor.submit(executor.plan(config), backend)
+    """Validate, plan, check and run/submit one sft() call given as a flat mapping (hpc_sft.pipeline)."""
+    from . import pipeline
+
+    return pipeline.run(build_config(*split_values(values)), backend)
 
 
 def sft(*args: Any, **kwargs: Any) -> Any:

@@ -30,37 +30,31 @@ def main() -> None:
     """Fine-tune LLMs on Slurm (or here) from one recipe.toml; requeue-safe."""
 
 
-def describe_plan(plan) -> str:
-    if plan.config.executor == "local":
-        return plan.describe()
-    lines = ["# sbatch script (submitted through submitit; %j is the job id)", plan.sbatch_script(),
-             "# per-node launch plan (each node derives this from its SLURM_* environment)"]
-    lines += [json.dumps(node) for node in plan.node_plan()]
-    return "\n".join(lines)
+def describe_plan(plan, checks=None) -> str:
+    """The dry run's text: the executor's plan, then what the pre-submit checks did."""
+    return "\n".join([plan.describe(), *(checks.lines() if checks else [])])
 
 
 @main.command()
 @click.argument("recipe", type=click.Path())
-@click.option("--dry-run", is_flag=True, help="Validate and print what would be submitted; submit nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate, plan and run the pre-submit checks; print what would be "
+              "submitted and which checks ran; submit nothing.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. sft.num_epochs=2")
 def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE, then train here (executor=local) or queue a Slurm job (executor=slurm)."""
-    config = recipes.load(recipe, overrides)
-    executor = executors.get(config.executor)
-    plan = executor.plan(config)
+    from . import pipeline
+    from .result import TrainingResult
+
+    parsed = recipes.read(recipe, overrides)
+    with recipes.located(parsed):
+        prepared = pipeline.prepare(recipes.build(parsed), dry_run=dry_run)
     if dry_run:
-        click.echo(describe_plan(plan))
+        click.echo(describe_plan(prepared.plan, prepared.checks))
         return
-    if config.executor == "slurm":
-        from .checkpoints import measured_save_seconds
-        from .slurm_check import check_cluster
-
-        for warning in check_cluster(config.slurm, measured_save_seconds(Path(config.ckpt_output_dir))):
-            click.echo(f"hpc-sft: warning: {warning}", err=True)
-    from . import registry
-
-    outcome = executor.submit(plan, registry.backend_class(config.backend)())
-    if config.executor == "local":
+    for warning in prepared.checks.warnings:
+        click.echo(f"hpc-sft: warning: {warning}", err=True)
+    outcome = pipeline.submit(prepared)
+    if isinstance(outcome, TrainingResult):
         click.echo(f"finished: checkpoint {outcome.checkpoint_path} ({outcome.samples_seen} samples seen)")
         return
     click.echo(f"submitted job {outcome.job_id} ({outcome.nodes} node(s))")

@@ -12,7 +12,7 @@ ROLES = ("system", "user", "assistant", "tool", "pretraining")
 def check_data_file(path: str | Path, pretraining: bool = False, column: str = "document") -> int:
     """Return the number of samples; raise ConfigError at the first bad line."""
     path = Path(path).expanduser()
-    count = 0
+    count = answered = 0
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -20,9 +20,19 @@ def check_data_file(path: str | Path, pretraining: bool = False, column: str = "
             record = _parse(path, lineno, raw)
             (_check_document if pretraining else _check_messages)(path, lineno, record, column)
             count += 1
+            answered += pretraining or _has_answer(record)
     if count == 0:
         raise ConfigError("data_path", f"{path} has no samples", "give a JSONL file with one sample per line")
+    if not answered:
+        raise ConfigError("data_path", f"{path}: none of its {count} conversations has an assistant turn, so "
+                          "training would drop every sample (there is nothing to learn from)",
+                          'add {"role": "assistant", "content": "..."} replies, or set is_pretraining=True '
+                          "(with block_size) for raw documents")
     return count
+
+
+def _has_answer(record: dict) -> bool:
+    return any(msg.get("role") == "assistant" for msg in record["messages"])
 
 
 def _where(path: Path, lineno: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import executors, registry
+from . import pipeline
 from . import recipe as recipes
 from .render import recipe_text
 
@@ -31,5 +31,4 @@ def run_demo(folder: Path, epochs: int, echo: Callable[[str], None] = print):
     echo(f"demo: tiny model and data in {folder}; recipe {path}")
     config = recipes.load(path)  # validated once, here
     echo(f"demo: training on CPU, checkpoints go to {config.ckpt_output_dir}")
-    executor = executors.get(config.executor)
-    return executor.submit(executor.plan(config), registry.backend_class(config.backend)())
+    return pipeline.run(config, warn=lambda text: echo(f"demo: warning: {text}"))

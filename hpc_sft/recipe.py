@@ -1,14 +1,16 @@
 """Load a recipe.toml (+ --set overrides) into a validated SFTConfig; errors name the file, line, key and fix."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .api import split_values
-from .errors import ConfigError, HpcSftError, did_you_mean
+from .errors import ConfigError, HpcSftError, SubmitError, did_you_mean
 from .slurm_options import SlurmOptions
 from .spec import BY_NAME
 from .validate import build_config
@@ -124,16 +126,33 @@ def _misplaced(name: str, key: str, where: str, section: str = "") -> ConfigErro
 def load(path: str | Path, overrides: tuple[str, ...] = ()):
     """Read, resolve and validate a recipe into an SFTConfig; errors carry the file and line."""
     recipe = read(path, overrides)
+    with located(recipe):
+        return build(recipe)
+
+
+def build(recipe: Recipe):
+    """The validated SFTConfig of a parsed recipe."""
+    return build_config(*split_values(sft_values(recipe)))
+
+
+@contextlib.contextmanager
+def located(recipe: Recipe) -> Iterator[None]:
+    """Errors about a key raised inside the block carry the recipe's file:line (checks after validation too)."""
     try:
-        return build_config(*split_values(sft_values(recipe)))
+        yield
     except HpcSftError as exc:
+        if isinstance(exc, SubmitError) and not getattr(exc, "key", ""):
+            raise
         raise locate(exc, recipe) from None
 
 
 def locate(exc: HpcSftError, recipe: Recipe) -> HpcSftError:
     """Prefix the error with file:line of the key it names, when that key is in the file."""
-    key = getattr(exc, "key", "") or ""
-    line = find_line(recipe.path.read_text(), key.split(" ")[0])
+    parts = (getattr(exc, "key", "") or "").split(" ")[0].split(".")
+    text, line = recipe.path.read_text(), None
+    while parts and not line:  # slurm.additional.KEY in an inline table: the line of slurm.additional
+        line = find_line(text, ".".join(parts))
+        parts.pop()
     where = f"{recipe.path}:{line}" if line else str(recipe.path)
     exc.args = (f"{where}: {exc.args[0]}",) + exc.args[1:]
     return exc

@@ -1,11 +1,13 @@
 """Check a Slurm config against the reachable cluster before queueing (partition, node count, time limit)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
-from typing import Optional
+import subprocess
+from typing import Mapping, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, SubmitError
 from .jobs import run
 from .slurm_options import time_to_minutes
 
@@ -47,9 +49,72 @@ def timing_warnings(lead_s: int, grace_s: Optional[int], save_s: Optional[float]
     return found
 
 
+NO_CLIENT = ("Slurm's client commands ({missing}) are not on PATH. Fix: run this on a Slurm login node (or "
+             "`module load slurm` first), or use executor = \"local\" to train here")
+NOT_USABLE = ("Slurm is installed here but not usable: {why}. Fix: run this on a login node of your cluster, or set "
+              "SLURM_CONF to its slurm.conf (or ask your admin whether slurmctld is up); or use executor = \"local\"")
+
+
+def client_problem() -> Optional[str]:
+    """Why Slurm cannot take a job from this shell (one line with the fix), or None when it can."""
+    missing = [cmd for cmd in ("sbatch", "srun", "scontrol") if shutil.which(cmd) is None]
+    if missing:
+        return NO_CLIENT.format(missing=", ".join(missing))
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # Slurm itself would retry for a minute before saying so
+        return NOT_USABLE.format(why=f"SLURM_CONF={conf} is not a file")
+    try:
+        proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return NOT_USABLE.format(why="`scontrol ping` did not answer in 20s (no controller reachable)")
+    if proc.returncode != 0 or "DOWN" in proc.stdout:
+        return NOT_USABLE.format(why=_reason(proc.stderr or proc.stdout))
+    return None
+
+
+def _reason(text: str) -> str:
+    """The one telling line of a Slurm client's error output (its fatal line, else its last line)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Try ")]
+    fatal = [line for line in lines if ": fatal: " in line]
+    return (fatal or lines or ["no answer"])[-1]
+
+
+def test_only(script: str, additional: Mapping[str, object]) -> None:
+    """Slurm's own `sbatch --test-only` on the script; a refusal is a ConfigError naming the option. Queues nothing."""
+    refusal = _test_only(script)
+    if refusal is None:
+        return
+    for key in additional:
+        if f"--{key.replace('_', '-')}" in refusal or _test_only(_without(script, key)) is None:
+            raise ConfigError(f"slurm.additional.{key}", f"refused by sbatch --test-only: {refusal}",
+                              "use an sbatch long option name with underscores and a value sbatch accepts "
+                              "(`sbatch --help`), or remove it")
+    raise ConfigError("slurm", f"sbatch --test-only refused the job: {refusal}",
+                      "check the [slurm] options (partition, account, qos, nodes, time, constraint)")
+
+
+def _test_only(script: str) -> Optional[str]:
+    try:
+        proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise SubmitError("sbatch --test-only did not answer in 60s; nothing was queued. Fix: check that "
+                          "slurmctld is up (scontrol ping)") from None
+    return None if proc.returncode == 0 else _reason_lines(proc.stderr or proc.stdout)
+
+
+def _reason_lines(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Try ")]
+    return "; ".join(lines) or "no reason given"
+
+
+def _without(script: str, key: str) -> str:
+    flag = f"#SBATCH --{key.replace('_', '-')}"
+    return "\n".join(line for line in script.splitlines() if line != flag and not line.startswith(flag + "="))
+
+
 def check_cluster(slurm, save_s: Optional[float] = None) -> list[str]:
     """Raise ConfigError for what the cluster would refuse; return warnings (none when no cluster answers)."""
-    if shutil.which("scontrol") is None:
+    if client_problem() is not None:
         return []
     parts = partitions()
     name = slurm.partition or ""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
 from . import registry
@@ -71,19 +72,79 @@ def _check_slurm_conflicts(v: Mapping[str, Any]) -> None:
         if v[key] is False:
             raise ConfigError(key, "must stay on with executor='slurm': requeue-safe resume needs the "
                               "end-of-epoch full state", f"remove {key} = false")
+    _check_gpus(v["device"], v["slurm"])
     nodes = v["slurm"].nodes
     if v["nnodes"] is not None and v["nnodes"] != nodes:
         raise ConfigError("nnodes", f"is {v['nnodes']} but slurm.nodes is {nodes}",
                           "set only slurm.nodes (nnodes follows the allocation)")
 
 
+GPU_OPTIONS = ("gres", "gpus", "gpus_per_task", "gpus_per_socket", "tres_per_node")
+
+
+def _check_gpus(device, slurm) -> None:
+    """device='cuda' on Slurm needs GPUs in the allocation."""
+    if device == "cuda" and slurm.gpus_per_node == 0 and not set(GPU_OPTIONS) & set(slurm.additional):
+        raise ConfigError("slurm.gpus_per_node", "is 0 but device is 'cuda': the job would get no GPU",
+                          'set slurm.gpus_per_node to the GPUs of one node (e.g. 8), or use device = "cpu"')
+
+
 def check_paths(v: Mapping[str, Any]) -> None:
-    """FileNotFoundError for missing local paths; a hub id (org/name) is allowed for model_path."""
-    if looks_local(v["model_path"]) and not os.path.isdir(os.path.expanduser(v["model_path"])):
-        raise MissingPathError("model_path", v["model_path"],
-                               "give a local model directory (config.json inside) or a hub id org/name")
+    """FileNotFoundError for missing local paths (a hub id org/name is allowed for model_path); ConfigError for
+    a model directory without config.json and an output folder that cannot be written. Creates nothing."""
+    if looks_local(v["model_path"]):
+        check_model_dir(v["model_path"])
     if not os.path.isfile(os.path.expanduser(v["data_path"])):
         raise MissingPathError("data_path", v["data_path"], "give an existing JSONL file")
+    for key in ("ckpt_output_dir", "data_output_dir"):
+        if v[key]:
+            check_writable_dir(key, v[key])
+
+
+def check_model_dir(path: str) -> None:
+    """A local model_path must be a directory holding config.json."""
+    folder = Path(path).expanduser()
+    if folder.is_file():
+        raise ConfigError("model_path", f"{path} is a file, not a model directory",
+                          "give the directory that holds config.json, the weights and the tokenizer")
+    if not folder.is_dir():
+        raise MissingPathError("model_path", path, MODEL_FIX)
+    if not (folder / "config.json").is_file():
+        raise ConfigError("model_path", f"{path} has no config.json, so it is not a Hugging Face model directory",
+                          MODEL_FIX)
+
+
+MODEL_FIX = "give a local model directory (config.json inside) or a hub id org/name"
+TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"), ("tokenizer_config.json",))
+
+
+def check_tokenizer(path: str) -> None:
+    """A local model directory must hold a tokenizer (training would fail inside transformers without one)."""
+    folder = Path(path).expanduser()
+    if not looks_local(path) or not folder.is_dir():
+        return
+    if not any(all((folder / name).is_file() for name in group) for group in TOKENIZER_FILES):
+        raise ConfigError("model_path", f"{path} has no tokenizer files (tokenizer.json, tokenizer.model, "
+                          "vocab.json + merges.txt, or tokenizer_config.json)",
+                          "save the tokenizer next to the model (tokenizer.save_pretrained(model_dir)), or copy "
+                          "those files from the model's original snapshot")
+
+
+def check_writable_dir(key: str, path: str) -> None:
+    """ConfigError unless `path` is a writable directory or can be created (checked on the nearest existing
+    ancestor with os.access; nothing is created)."""
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(key, f"{target} is an existing file, not a directory",
+                          f"choose a directory for {key}, or move that file away")
+    ancestor = next(p for p in (target, *target.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(key, f"{target} cannot be created: {ancestor} is a file",
+                          f"choose a {key} whose parent folders are directories")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        what = "is not writable" if ancestor == target else f"cannot be created: {ancestor} is not writable"
+        raise ConfigError(key, f"{target} {what} by this user",
+                          f"choose a {key} you can write to (on the shared file system), or get write access")
 
 
 def looks_local(path: str) -> bool:

@@ -1,4 +1,11 @@
 """Mistakes caught before the queue: pure checks that sft() and the CLI refuse with the key and the fix."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import hpc_sft
@@ -52,3 +59,119 @@ def test_local_recipe_skeleton_carries_no_slurm_table():
 
     assert "slurm" not in tomllib.loads(recipe_text("r.toml", "local"))
     assert "slurm" in tomllib.loads(recipe_text("r.toml", "slurm"))
+
+
+MSG = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+NO_ANSWER = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_one_conversation_without_an_answer_is_fine(base_kwargs, tmp_path):
+    from tests.conftest import write_jsonl
+    from hpc_sft.pipeline import validate
+
+    data = write_jsonl(tmp_path / "mixed.jsonl", [MSG, NO_ANSWER])
+    assert validate({**base_kwargs, "data_path": str(data)}).data_path == str(data)
+    write_jsonl(data, [NO_ANSWER, NO_ANSWER])
+    text = refused({**base_kwargs, "data_path": str(data)}, "data_path", "none of its 2 conversations has an "
+                   "assistant turn", "Fix:")
+    assert str(data) in text
+
+
+def test_model_dir_without_tokenizer_is_refused_before_anything_starts(base_kwargs, tmp_path):
+    refused(base_kwargs, "model_path", "has no tokenizer files", "tokenizer.save_pretrained")
+    assert not (tmp_path / "ckpt").exists()  # nothing started, nothing created
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"])
+def test_any_tokenizer_file_is_enough(base_kwargs, model_dir, name):
+    from hpc_sft.pipeline import model_checks, validate
+
+    (model_dir / name).write_text("{}")
+    assert model_checks(validate(base_kwargs), dry_run=False).ran
+
+
+def shared_folder():
+    """A folder another user can read (pytest's tmp_path is private to root)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="hpc-sft-prequeue-"))
+    folder.chmod(0o755)
+    return folder, lambda: shutil.rmtree(folder)
+
+
+def write_recipe(folder: Path, ckpt: str, executor: str = "slurm", extra: str = "") -> Path:
+    (folder / "model").mkdir(exist_ok=True)
+    for name in ("config.json", "tokenizer.json"):
+        (folder / "model" / name).write_text("{}")
+    (folder / "train.jsonl").write_text(json.dumps(MSG) + "\n")
+    slurm = '[slurm]\nnodes = 1\ntime = "00:30:00"\nsignal_lead_s = 60\n' if executor == "slurm" else ""
+    path = folder / "recipe.toml"
+    path.write_text(f'executor = "{executor}"\n[sft]\nmodel_path = "./model"\ndata_path = "train.jsonl"\n'
+                    f'ckpt_output_dir = "{ckpt}"\nnum_epochs = 1\neffective_batch_size = 8\nlearning_rate = 1e-4\n'
+                    f'max_seq_len = 256\nmax_tokens_per_gpu = 2048\ndevice = "cpu"\n{extra}{slurm}')
+    return path
+
+
+def cli(*args, env=None, user=None):
+    """`hpc-sft ARGS` in a fresh process, as the user sees it (optionally as another user)."""
+    command = [sys.executable, "-m", "hpc_sft.cli", *map(str, args)]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs root and setpriv")
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_unwritable_ckpt_output_dir_is_refused_without_creating_anything(dry_run):
+    folder, cleanup = shared_folder()
+    try:
+        (folder / "locked").mkdir(mode=0o555)
+        recipe = write_recipe(folder, "locked/run1/ckpt")
+        res = cli("submit", recipe, *(["--dry-run"] if dry_run else []), user=65534)
+        assert res.returncode == 2, res.stderr
+        assert "recipe.toml:5: ckpt_output_dir:" in res.stderr and "cannot be created" in res.stderr
+        assert "locked is not writable by this user" in res.stderr and "Fix: choose a ckpt_output_dir" in res.stderr
+        assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+        assert list((folder / "locked").iterdir()) == []
+    finally:
+        cleanup()
+
+
+def test_cuda_requested_locally_without_a_gpu(base_kwargs, model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    (model_dir / "tokenizer.json").write_text("{}")
+    text = refused({**base_kwargs, "device": "cuda"}, "device: is 'cuda' but no GPU is visible", 'device = "cpu"')
+    assert "AssertionError" not in text and not (tmp_path / "ckpt").exists()
+
+
+def test_submit_without_slurm_on_path_is_one_clear_line(tmp_path):
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    recipe = write_recipe(tmp_path, "ckpt")
+    env = {**os.environ, "PATH": str(empty_bin)}
+    res = cli("submit", recipe, env=env)
+    assert res.returncode == 5, res.stderr
+    assert "Slurm's client commands (sbatch, srun, scontrol) are not on PATH" in res.stderr
+    assert "module load slurm" in res.stderr and 'executor = \\"local\\"' not in res.stderr
+    assert 'use executor = "local"' in res.stderr and "Nothing was queued" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "ckpt").exists()
+    dry = cli("submit", recipe, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "# check not run: cluster: partition" in dry.stdout and "sbatch --test-only" in dry.stdout
+    assert "are not on PATH" in dry.stdout and not (tmp_path / "ckpt").exists()
+
+
+def test_slurm_installed_but_not_configured_is_one_clear_line(tmp_path):
+    if shutil.which("sbatch") is None:
+        pytest.skip("no Slurm client installed here")
+    recipe = write_recipe(tmp_path, "ckpt")
+    res = cli("submit", recipe, env={**os.environ, "SLURM_CONF": "/nonexistent"})
+    assert res.returncode == 5, res.stderr
+    assert "Slurm is installed here but not usable" in res.stderr and "set SLURM_CONF" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "ckpt").exists()

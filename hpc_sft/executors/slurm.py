@@ -1,17 +1,20 @@
 """The Slurm executor: a pure plan (sbatch script, per-node launch) and a submitit submission."""
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .. import ckpt_lock, jobs
+from .. import ckpt_lock, jobs, slurm_check
 from ..errors import SubmitError, TrainingError
 from ..node_task import NodeTask
 from ..slurm_env import PORT_BASE, PORT_SPAN
+from . import Checks
 from .slurm_job import SlurmJob
 
 
@@ -64,6 +67,31 @@ class SlurmPlan:
                  "nproc_per_node": nproc, "device": cfg.device or "auto (cuda if visible)"}
                 for rank in range(cfg.slurm.nodes)]
 
+    def describe(self) -> str:
+        """The dry run's text: the exact sbatch script and the per-node launch plan."""
+        lines = ["# sbatch script (submitted through submitit; %j is the job id)", self.sbatch_script(),
+                 "# per-node launch plan (each node derives this from its SLURM_* environment)"]
+        return "\n".join(lines + [json.dumps(node) for node in self.node_plan()])
+
+
+CLUSTER_CHECK = "cluster: partition, node count, MaxTime, GraceTime vs measured save"
+TEST_ONLY = "sbatch --test-only with the rendered options"
+
+
+def preflight(plan: SlurmPlan, dry_run: bool = False) -> Checks:
+    """Checks against the reachable cluster before queueing; ConfigError for what it would refuse. When Slurm
+    cannot be reached a dry run says so, a submission raises SubmitError."""
+    problem = slurm_check.client_problem()
+    if problem is not None:
+        if not dry_run:
+            raise SubmitError(f"{problem}. Nothing was queued")
+        return Checks(not_run=((CLUSTER_CHECK, problem), (TEST_ONLY, problem)))
+    from ..checkpoints import measured_save_seconds
+
+    warnings = slurm_check.check_cluster(plan.config.slurm, measured_save_seconds(Path(plan.config.ckpt_output_dir)))
+    slurm_check.test_only(plan.sbatch_script(), plan.config.slurm.additional)
+    return Checks(ran=(CLUSTER_CHECK, TEST_ONLY), warnings=tuple(warnings))
+
 
 class SlurmExecutor:
     name = "slurm"
@@ -74,6 +102,9 @@ class SlurmExecutor:
     def submit(self, plan: SlurmPlan, backend=None) -> SlurmJob:
         import submitit
 
+        problem = slurm_check.client_problem()
+        if problem is not None:
+            raise SubmitError(f"{problem}. Nothing was queued")
         ckpt = Path(plan.config.ckpt_output_dir).resolve()
         ckpt_lock.check_free(ckpt)
         waiting = jobs.queued_for(str(ckpt))
@@ -82,13 +113,47 @@ class SlurmExecutor:
                                 "it, cancel it, or choose another ckpt_output_dir")
         if backend is not None:
             backend.check_values(plan.config)
-        executor = submitit.SlurmExecutor(folder=plan.folder / "%j", max_num_timeout=plan.config.slurm.max_requeues)
-        executor.update_parameters(**plan.parameters)
-        try:
-            job = executor.submit(NodeTask(plan.config))
-        except Exception as exc:  # sbatch's own message says what Slurm refused
-            raise SubmitError(f"sbatch refused the job: {exc}. Nothing was queued. "
-                              "Fix: check the [slurm] options (partition, nodes, time)") from None
+        with removed_on_failure(plan.folder):
+            executor = submitit.SlurmExecutor(folder=plan.folder / "%j",
+                                              max_num_timeout=plan.config.slurm.max_requeues)
+            executor.update_parameters(**plan.parameters)
+            try:
+                job = executor.submit(NodeTask(plan.config))
+            except Exception as exc:  # sbatch's own message says what Slurm refused
+                raise SubmitError(f"sbatch refused the job: {_one_line(exc)}. Nothing was queued. "
+                                  "Fix: check the [slurm] options (partition, nodes, time)") from None
         handle = SlurmJob.from_submitit(job, plan)
         jobs.record(handle.job_id, handle.folder, handle.nodes, str(ckpt))
         return handle
+
+
+def _one_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[-3:]) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: Path) -> Iterator[None]:
+    """On an exception, remove what the block created under `folder` (submitit's job files) and the folders it
+    created on the way there; what was there before stays."""
+    folder = Path(folder)
+    new_dirs = [p for p in (folder, *folder.parents) if not p.exists()]
+    before = set(folder.rglob("*")) if folder.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        created = sorted(set(folder.rglob("*")) - before if folder.is_dir() else (), key=lambda p: len(p.parts))
+        for path in reversed(created):
+            _remove(path)
+        for path in new_dirs:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink()

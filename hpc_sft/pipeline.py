@@ -1,0 +1,78 @@
+"""The one validate -> plan -> check -> submit path of sft(), SFTAlgorithm.train, `hpc-sft submit` and the demo."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from . import executors, registry
+from .errors import ConfigError
+from .executors import Checks
+from .validate import build_config, check_tokenizer
+
+log = logging.getLogger("hpc_sft")
+MODEL_FILES = "model_path files (config.json, tokenizer)"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated, planned and checked run: what submit() would do, and what the checks found."""
+
+    plan: Any
+    backend: Any
+    checks: Checks
+
+    @property
+    def config(self):
+        return self.plan.config
+
+
+def validate(values: Mapping[str, Any]):
+    """The SFTConfig of one flat mapping of sft() arguments (backend kwargs included)."""
+    from .api import split_values
+
+    return build_config(*split_values(values))
+
+
+def prepare(config, backend=None, dry_run: bool = False) -> Prepared:
+    """Plan and check a validated config; raises what would fail before anything is queued or started."""
+    plan = executors.get(config.executor).plan(config)
+    checks = model_checks(config, dry_run) + executors.checks_for(config.executor)(plan, dry_run)
+    return Prepared(plan, backend or registry.backend_class(config.backend)(), checks)
+
+
+def submit(prepared: Prepared) -> Any:
+    """The side effect: train here (TrainingResult) or queue the Slurm job (its handle)."""
+    return executors.get(prepared.config.executor).submit(prepared.plan, prepared.backend)
+
+
+def run(config, backend=None, warn: Callable[[str], None] = log.warning) -> Any:
+    """prepare -> report warnings -> submit."""
+    prepared = prepare(config, backend)
+    for text in prepared.checks.warnings:
+        warn(text)
+    return submit(prepared)
+
+
+def model_checks(config, dry_run: bool) -> Checks:
+    """Files the run will need from model_path (a dry run reports a problem as a warning; submit refuses)."""
+    try:
+        check_tokenizer(config.model_path)
+    except ConfigError as exc:
+        if not dry_run:
+            raise
+        return Checks(ran=(MODEL_FILES,), warnings=(f"{exc} (submit refuses this)",))
+    return Checks(ran=(MODEL_FILES,))
+
+
+def local_checks(plan, dry_run: bool = False) -> Checks:
+    """executor='local': a requested GPU must be visible here (imports torch only when device='cuda')."""
+    if plan.config.device != "cuda":
+        return Checks()
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("device", "is 'cuda' but no GPU is visible on this machine (torch.cuda.is_available() "
+                          "is False)", 'use device = "cpu" (or leave device unset: cuda when visible, else cpu), '
+                          'or run where a GPU is visible (executor = "slurm" with slurm.gpus_per_node)')
+    return Checks(ran=("device cuda: a GPU is visible",))
