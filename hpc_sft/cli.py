@@ -37,8 +37,7 @@ def describe_plan(plan, checks=None) -> str:
 
 @main.command()
 @click.argument("recipe", type=click.Path())
-@click.option("--dry-run", is_flag=True, help="Validate, plan and run the pre-submit checks; print what would be "
-              "submitted and which checks ran; submit nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and print what would be submitted; submit nothing.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. sft.num_epochs=2")
 def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE, then train here (executor=local) or queue a Slurm job (executor=slurm)."""
