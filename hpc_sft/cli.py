@@ -65,32 +65,54 @@ def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job: str | None, as_json: bool) -> None:
-    """State, restarts and progress of JOB (default: the last one submitted)."""
-    from .progress import job_status, render_status
+    """State and progress of JOB, a local run id, or the ckpt_output_dir DIR (default: the last run)."""
+    from .progress import dir_status, job_status, render_status
 
-    info = job_status(jobs.lookup(job))
+    info = dir_status(Path(job)) if job is not None and Path(job).is_dir() else job_status(jobs.lookup(job))
     click.echo(json.dumps(info, indent=1) if as_json else render_status(info))
 
 
+def _record(job: str | None) -> dict:
+    """The record of JOB, of the newest run writing DIR when JOB is a directory, or of the last run."""
+    if job is not None and Path(job).is_dir():
+        rec = jobs.for_dir(job)
+        if rec is None:
+            raise HpcSftError(f"no run of {job} is recorded. Fix: pass a job id (`hpc-sft status` shows the last)")
+        return rec
+    return jobs.lookup(job)
+
+
+def _log_path(rec: dict, node: int, stderr: bool) -> Path:
+    if jobs.is_local(rec):
+        return Path(rec["log"])
+    return Path(rec["folder"]) / f"{rec['job_id']}_{node}_log.{'err' if stderr else 'out'}"
+
+
+def _running(rec: dict) -> bool:
+    if jobs.is_local(rec):
+        return jobs.local_state(jobs.lookup(rec["job_id"]))["state"] == "RUNNING"
+    return jobs.slurm_state(rec["job_id"])["state"] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
+                                                        "COMPLETING")
+
+
 @main.command()
-@click.argument("job")
-@click.option("--node", default=0, show_default=True, help="Which node's log.")
+@click.argument("job", required=False)
+@click.option("--node", default=0, show_default=True, help="Which node's log (Slurm jobs).")
 @click.option("--follow", is_flag=True, help="Keep printing until the job ends.")
-@click.option("--stderr", is_flag=True, help="Show the stderr log instead of stdout.")
-def logs(job: str, node: int, follow: bool, stderr: bool) -> None:
-    """Print the log of one node of JOB."""
-    rec = jobs.lookup(job)
-    path = Path(rec["folder"]) / f"{rec['job_id']}_{node}_log.{'err' if stderr else 'out'}"
+@click.option("--stderr", is_flag=True, help="Show the stderr log instead of stdout (Slurm jobs).")
+def logs(job: str | None, node: int, follow: bool, stderr: bool) -> None:
+    """Print the log of one node of JOB, or of a local run (id or ckpt_output_dir; default: the last run)."""
+    rec = _record(job)
+    path = _log_path(rec, node, stderr)
     offset = 0
     while True:
         if path.is_file():
-            with path.open() as fh:
+            with path.open(errors="replace") as fh:
                 fh.seek(offset)
                 chunk = fh.read()
                 offset = fh.tell()
             click.echo(chunk, nl=False)
-        if not follow or jobs.slurm_state(rec["job_id"])["state"] not in ("PENDING", "RUNNING", "REQUEUED",
-                                                                            "CONFIGURING", "COMPLETING"):
+        if not follow or not _running(rec):
             break
         time.sleep(2)
     if not path.is_file():
@@ -100,8 +122,15 @@ def logs(job: str, node: int, follow: bool, stderr: bool) -> None:
 @main.command()
 @click.argument("job")
 def cancel(job: str) -> None:
-    """Cancel JOB (its checkpoints stay)."""
-    rec = jobs.lookup(job)
+    """Cancel JOB (its checkpoints stay); a local run gets SIGTERM, saves a full state and stops."""
+    rec = _record(job)
+    if jobs.is_local(rec):
+        if not jobs.cancel_local(rec):
+            raise HpcSftError(f"local run {rec['job_id']} is not running here ({jobs.local_state(rec)['state']}); "
+                              "nothing to cancel")
+        click.echo(f"sent SIGTERM to local run {rec['job_id']} (pid {rec['pid']}); it saves a full state and "
+                   f"stops; checkpoints stay in {rec['ckpt_output_dir']}")
+        return
     jobs.cancel(rec["job_id"])
     click.echo(f"cancelled job {rec['job_id']}; checkpoints stay in {rec['ckpt_output_dir']}")
 

@@ -55,3 +55,14 @@ def unknown_key(key: str, valid, what: str = "key", hints=()) -> ConfigError:
     valid = sorted(valid)
     return ConfigError(key, f"unknown {what}{did_you_mean(key, [*valid, *hints])}",
                        f"use one of: {', '.join(valid)}")
+
+
+class Interrupted(TrainingError):
+    """A local run stopped on a signal after saving a full state; rerunning the same call resumes it."""
+
+    EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+
+    def __init__(self, signal_name: str, message: str) -> None:
+        self.signal_name = signal_name
+        self.exit_code = self.EXIT_CODES.get(signal_name, 4)
+        super().__init__(message)

@@ -1,4 +1,4 @@
-"""Job progress for `hpc-sft status`: Slurm state + the run's metrics and status record on disk (no torch)."""
+"""Progress for `hpc-sft status`: Slurm or local-run state + the run's metrics and status record on disk (no torch)."""
 from __future__ import annotations
 
 import json
@@ -68,6 +68,7 @@ def run_status(ckpt_dir: Path) -> dict:
     record_path = Path(ckpt_dir) / STATUS_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     return {"samples_seen": last.get("samples_seen"), "samples_total": total, "epoch": last.get("epoch"),
+            "samples_per_epoch": last.get("total_samples"),
             "loss": last.get("avg_loss"), "last_checkpoint": last_ckpt,
             "eta_s": eta_seconds(records[-20:], total), "stops": record.get("stops", []),
             "outcome": record.get("outcome")}
@@ -82,9 +83,26 @@ def newest_trainer_checkpoint(ckpt_dir: Path) -> Optional[str]:
 
 
 def job_status(rec: dict) -> dict:
-    info = {"job_id": rec["job_id"], "ckpt_output_dir": rec["ckpt_output_dir"], "logs": rec["folder"]}
-    info.update(jobs.slurm_state(rec["job_id"]))
+    """Status of a recorded Slurm job or local run."""
+    local = jobs.is_local(rec)
+    info = {"job_id": rec["job_id"], "executor": "local" if local else "slurm",
+            "ckpt_output_dir": rec["ckpt_output_dir"], "logs": rec.get("log") if local else rec["folder"]}
+    info.update(jobs.local_state(rec) if local else jobs.slurm_state(rec["job_id"]))
     info.update(run_status(Path(rec["ckpt_output_dir"])))
+    if local:
+        info.update(pid=rec.get("pid"), signal=rec.get("signal"), last_complete_state=rec.get("last_complete_state"),
+                    state_samples=rec.get("samples_seen"))
+    return info
+
+
+def dir_status(ckpt_dir: Path) -> dict:
+    """Status of a ckpt_output_dir: its newest recorded run, else what the directory alone says."""
+    rec = jobs.for_dir(ckpt_dir)
+    if rec is not None:
+        return job_status(rec)
+    info = {"job_id": f"(no record) {ckpt_dir}", "executor": None, "ckpt_output_dir": str(ckpt_dir),
+            "logs": None, "state": "UNKNOWN", "restarts": None, "elapsed": ""}
+    info.update(run_status(Path(ckpt_dir)))
     return info
 
 
@@ -95,8 +113,23 @@ def bar(done: Optional[int], total: Optional[int], width: int = 30) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {100 * done / total:3.0f}%"
 
 
+def headline(info: dict) -> str:
+    if info.get("executor") == "local":
+        return f"local run {info['job_id']}: {info['state']}  (pid {info.get('pid')}, elapsed {info['elapsed']})"
+    return f"job {info['job_id']}: {info['state']}  (restarts: {info['restarts']}, elapsed {info['elapsed']})"
+
+
+def resume_lines(info: dict) -> list[str]:
+    """For an interrupted local run: where it stopped and how to go on."""
+    if info.get("state") != "INTERRUPTED":
+        return []
+    where = (f"{info['last_complete_state']} at {info.get('state_samples')} samples"
+             if info.get("last_complete_state") else "no full state saved")
+    return [f"stopped by {info.get('signal')}: {where}; rerun the same command to resume"]
+
+
 def render_status(info: dict) -> str:
-    lines = [f"job {info['job_id']}: {info['state']}  (restarts: {info['restarts']}, elapsed {info['elapsed']})",
+    lines = [headline(info),
              f"progress: {bar(info['samples_seen'], info['samples_total'])} "
              f"{info['samples_seen'] or 0}/{info['samples_total'] or '?'} samples"
              + (f", epoch {info['epoch']}, loss {info['loss']:.4f}" if info.get("loss") is not None else ""),
@@ -105,7 +138,8 @@ def render_status(info: dict) -> str:
         lines.append(f"eta: {info['eta_s'] / 60:.1f} min of training")
     for stop in info["stops"]:
         lines.append(f"stop #{stop.get('restart')}: {stop.get('reason')} at {stop.get('samples_seen')} samples")
+    lines += resume_lines(info)
     if info.get("outcome"):
         lines.append(f"outcome: {info['outcome']}")
-    lines.append(f"logs: {info['logs']}")
+    lines.append(f"logs: {info['logs'] or 'none recorded'}")
     return "\n".join(lines)

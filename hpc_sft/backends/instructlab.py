@@ -86,12 +86,17 @@ class InstructLabTrainingSFTBackend(Backend):
 
         torch_kw, train_kw = map_args(config, launch)
         log = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
-        with environment(training_env(launch)), replay_early_signal():
+        armed: list = []
+        self.stop_signal = None  # set when instructlab-training's own handler caught a signal
+        with environment(training_env(launch)), replay_early_signal(), remember_handlers(armed):
             try:
                 run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
             except RuntimeError as exc:
                 raise TrainingError(f"instructlab-training failed on node {launch.node_rank}: {exc} "
                                     f"Read the log: {log}") from exc
+            finally:
+                caught = [h.signal_received for h in armed if h.signal_received is not None]
+                self.stop_signal = caught[0].name if caught else None
 
 
     def process_data(self, config, output_dir: str) -> None:
@@ -163,7 +168,13 @@ def training_env(launch) -> dict[str, str]:
     env = worker_env(launch)
     env["HPC_SFT_EXACT_RESUME"] = "1"  # worker shim: exact mid-epoch resume, atomic full-state saves
     env.setdefault("CHECKPOINT_TRIGGER_FILENAME", f"hpc-sft-ckpt-{os.getpid()}")  # never the shared default
+    env["HPC_SFT_HF_KEYS"] = "1"  # worker shim: hf_format checkpoints load with from_pretrained (no module.)
     env["HPC_SFT_EQUAL_MINIBATCHES"] = "1"  # padded packer (flash attention off) can deadlock ranks otherwise
+    if launch.on_demand_checkpointing:
+        # Ctrl-C reaches the whole foreground process group: only the training parent may react (it asks
+        # for a save); torchrun must not kill its workers on INT, and the workers must not die of it
+        env["HPC_SFT_SHIELD_SIGNALS"] = ",".join(filter(None, [env.get("HPC_SFT_SHIELD_SIGNALS"), "INT"]))
+        env["PET_SIGNALS_TO_HANDLE"] = "SIGTERM,SIGHUP,SIGQUIT"  # torchrun's default list without SIGINT
     if launch.device == "cpu":
         env["HPC_SFT_CPU"] = "1"
     return env
@@ -182,6 +193,24 @@ def environment(changes: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+@contextlib.contextmanager
+def remember_handlers(armed: list) -> Iterator[None]:
+    """Collect the ParentSignalHandler run_training installs, so the caller can ask which signal it got."""
+    from instructlab.training import on_demand_checkpoint as odc
+
+    original = odc.ParentSignalHandler.install
+
+    def install(handler) -> None:
+        armed.append(handler)
+        original(handler)
+
+    odc.ParentSignalHandler.install = install
+    try:
+        yield
+    finally:
+        odc.ParentSignalHandler.install = original
 
 
 @contextlib.contextmanager

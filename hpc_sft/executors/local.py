@@ -1,14 +1,22 @@
-"""The local executor: run the backend on this machine, now, and return a TrainingResult."""
+"""The local executor: run the backend on this machine, now; Ctrl-C or SIGTERM saves a full state and stops."""
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
+import signal
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator, Optional
 
-from .. import ckpt_lock
+from .. import ckpt_lock, jobs
 from ..checkpoints import result_from_disk
+from ..console import Console
+from ..errors import Interrupted, TrainingError
 from ..launch import Launch, finalize, local_launch
 from ..result import TrainingResult
+from ..resume import StateFacts, finished
+from ..signals import WARNING_SIGNALS, SignalRecorder
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,45 @@ class LocalPlan:
 
 
 log = logging.getLogger("hpc_sft.local")
+STOP_SIGNALS = (*WARNING_SIGNALS, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def recorded_signals() -> Iterator[SignalRecorder]:
+    """While the run lasts, TERM, USR1, USR2 and Ctrl-C (INT) only get recorded (the backend turns them
+    into a save and a stop); the caller's handlers come back afterwards."""
+    recorder = SignalRecorder()
+    if threading.current_thread() is not threading.main_thread():
+        yield recorder  # signal handlers can only be set from the main thread
+        return
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    recorder.install()
+    signal.signal(signal.SIGINT, recorder._handle)
+    try:
+        yield recorder
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def wants_on_demand(config) -> bool:
+    """On-demand checkpointing is on for local runs unless the user turned it off explicitly."""
+    return config.backend_kwargs.get("on_demand_checkpointing", True) is not False
+
+
+def where(state: Optional[StateFacts], path: Optional[Path], total: Optional[int]) -> str:
+    """'full_state/epoch_0 at 112 of 256 samples'."""
+    of = f" of {total}" if total else ""
+    return f"{path} at {state.samples_seen}{of} samples"
+
+
+def interrupted(signal_name: str, state, path, total, log_path: Path) -> Interrupted:
+    if state is None:
+        return Interrupted(signal_name, f"interrupted by {signal_name} before a full state was saved; rerunning "
+                                        f"the same command starts from the beginning (log: {log_path})")
+    return Interrupted(signal_name, f"interrupted by {signal_name}: stopped at {state.samples_seen} of "
+                                    f"{total or '?'} samples; full state saved in {path}. Rerun the same command "
+                                    f"to resume from there (log: {log_path})")
 
 
 class LocalExecutor:
@@ -33,12 +80,69 @@ class LocalExecutor:
 
     def submit(self, plan: LocalPlan, backend) -> TrainingResult:
         backend.check_values(plan.config)
-        launch = finalize(plan.launch)
+        launch = replace(finalize(plan.launch), on_demand_checkpointing=wants_on_demand(plan.config))
         ckpt = Path(plan.config.ckpt_output_dir)
         ckpt_lock.acquire(ckpt, None)
         try:
-            backend.tidy_checkpoints(ckpt, log.warning)
-            backend.execute_training(plan.config, launch)
+            with recorded_signals() as recorder:
+                return self.run(plan.config, launch, backend, recorder)
         finally:
             ckpt_lock.release(ckpt)
-        return result_from_disk(ckpt)
+
+    def run(self, config, launch: Launch, backend, recorder: SignalRecorder) -> TrainingResult:
+        ckpt, epochs = Path(config.ckpt_output_dir), config.num_epochs or 1
+        console = Console(ckpt, epochs)
+        backend.tidy_checkpoints(ckpt, log.warning)
+        rec = jobs.record_local(str(ckpt.resolve()), str(console.log if not console.loud else full_log(ckpt)))
+        total = total_samples(ckpt, epochs)
+        before, before_path = backend.progress(config)
+        if before is not None and not finished(before, epochs):
+            console.say(f"resuming from {where(before, relative(before_path, ckpt), total)}")
+        try:
+            with console.training():
+                backend.execute_training(config, launch)
+        except TrainingError as exc:
+            jobs.update(rec, state="FAILED", reason=str(exc))
+            tail = console.tail()
+            raise TrainingError(f"{exc}\n--- last lines of {console.log} ---\n{tail}" if tail else str(exc)) \
+                from exc
+        return self.conclude(config, backend, rec, signal_seen(backend, recorder), console)
+
+    def conclude(self, config, backend, rec: dict, signal_name: Optional[str], console: Console) -> TrainingResult:
+        """Finished -> the result; stopped by a signal -> Interrupted, saying where and how to resume."""
+        ckpt, epochs = Path(config.ckpt_output_dir), config.num_epochs or 1
+        state, path = backend.progress(config)
+        samples = state.samples_seen if state else None
+        if signal_name and not finished(state, epochs):
+            jobs.update(rec, state="INTERRUPTED", signal=signal_name, samples_seen=samples,
+                        last_complete_state=str(path) if path else None)
+            raise interrupted(signal_name, state, path, total_samples(ckpt, epochs), console.log)
+        result = result_from_disk(ckpt)
+        jobs.update(rec, state="FINISHED", samples_seen=result.samples_seen,
+                    last_complete_state=str(path) if path else None)
+        return result
+
+
+def signal_seen(backend, recorder: SignalRecorder) -> Optional[str]:
+    """The signal that stopped training: the backend's own handler saw it (instructlab-training swaps in
+    its handlers while it trains), or ours did (before or after that, and for trl)."""
+    return getattr(backend, "stop_signal", None) or recorder.received
+
+
+def total_samples(ckpt: Path, epochs: int) -> Optional[int]:
+    """Samples in the whole run, from the metrics file of an earlier run (None before the first)."""
+    from ..progress import run_status
+
+    per_epoch = run_status(ckpt).get("samples_per_epoch")
+    return per_epoch * epochs if per_epoch else None
+
+
+def relative(path: Optional[Path], ckpt: Path) -> Optional[Path]:
+    try:
+        return Path(path).relative_to(ckpt)
+    except (TypeError, ValueError):
+        return path
+
+
+def full_log(ckpt: Path) -> Path:
+    return ckpt / "full_logs_global0.log"
