@@ -175,3 +175,17 @@ def test_slurm_installed_but_not_configured_is_one_clear_line(tmp_path):
     assert "Slurm is installed here but not usable" in res.stderr and "set SLURM_CONF" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_demo_recipe_goes_through_the_one_path(tiny_model, tmp_path):
+    from hpc_sft import pipeline
+    from hpc_sft import recipe as recipes
+    from hpc_sft.demo import DEMO_SFT
+    from hpc_sft.render import recipe_text
+
+    (tmp_path / "train.jsonl").write_text(json.dumps(MSG) + "\n")
+    path = tmp_path / "recipe.toml"
+    path.write_text(recipe_text(path.name, "local", {**DEMO_SFT, "model_path": json.dumps(str(tiny_model))}))
+    prepared = pipeline.prepare(recipes.load(path))
+    assert prepared.checks.ran == (pipeline.MODEL_FILES,) and prepared.checks.warnings == ()
+    assert prepared.plan.describe().startswith("local run: 1 node(s)")
