@@ -74,9 +74,9 @@ def client_problem() -> Optional[str]:
 
 def _reason(text: str) -> str:
     """The one telling line of a Slurm client's error output (its fatal line, else its last line)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Try ")]
-    fatal = [line for line in lines if ": fatal: " in line]
-    return (fatal or lines or ["no answer"])[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip("* \n") and not line.startswith("Try ")]
+    telling = [line for line in lines if ": fatal: " in line or " is DOWN" in line]
+    return (telling or lines or ["no answer"])[0]
 
 
 def test_only(script: str, additional: Mapping[str, object]) -> None:

@@ -84,3 +84,17 @@ def test_refused_sbatch_leaves_no_job_files(slurm_cluster, tmp_path, folder_exis
     else:
         assert not folder.exists()
     assert leftovers(tmp_path) == [] and not (tmp_path / "ckpt").exists()
+
+
+def test_controller_down_is_one_clear_line(slurm_cluster, tmp_path):
+    import os
+    import re
+
+    conf = Path(os.environ["SLURM_CONF"]).read_text()
+    (tmp_path / "slurm.conf").write_text(re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=6999", conf))
+    recipe = write_recipe(tmp_path, "ckpt")
+    res = cli("submit", recipe, env={**os.environ, "SLURM_CONF": str(tmp_path / "slurm.conf")})
+    assert res.returncode == 5, res.stderr
+    assert "Slurm is installed here but not usable: Slurmctld(primary) at" in res.stderr and "is DOWN" in res.stderr
+    assert "Nothing was queued" in res.stderr and "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "ckpt").exists()
