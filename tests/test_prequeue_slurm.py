@@ -98,3 +98,18 @@ def test_controller_down_is_one_clear_line(slurm_cluster, tmp_path):
     assert "Slurm is installed here but not usable: Slurmctld(primary) at" in res.stderr and "is DOWN" in res.stderr
     assert "Nothing was queued" in res.stderr and "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_dry_run_compares_grace_time_with_a_measured_save(slurm_cluster, tmp_path):
+    import json
+
+    from hpc_sft.checkpoints import MARKER
+
+    state = tmp_path / "ckpt" / "full_state" / "epoch_0"
+    state.mkdir(parents=True)
+    (state / MARKER).write_text(json.dumps({"files": {}, "save_seconds": 45.0}))
+    recipe = write_recipe(tmp_path, "ckpt")  # partition main: preemptible, GraceTime 30 s
+    res = cli("submit", recipe, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "# warning: the partition's GraceTime (30s) is shorter than a measured full-state save (45.0s)" in res.stdout
+    assert "# warning: slurm.signal_lead_s=60 is less than twice a measured full-state save" in res.stdout
