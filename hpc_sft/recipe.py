@@ -141,7 +141,7 @@ def located(recipe: Recipe) -> Iterator[None]:
     try:
         yield
     except HpcSftError as exc:
-        if isinstance(exc, SubmitError) and not getattr(exc, "key", ""):
+        if isinstance(exc, SubmitError):  # about Slurm, not about a line of the recipe
             raise
         raise locate(exc, recipe) from None
 

@@ -5,6 +5,7 @@ import contextlib
 import json
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,26 +135,25 @@ def _one_line(exc: Exception) -> str:
 
 @contextlib.contextmanager
 def removed_on_failure(folder: Path) -> Iterator[None]:
-    """On an exception, remove what the block created under `folder` (submitit's job files) and the folders it
-    created on the way there; what was there before stays."""
+    """When the block fails, remove the entries it created in `folder` (submitit's .submission_file_*.sh and
+    pickle) and the folders it created on the way there; what was there before stays."""
     folder = Path(folder)
     new_dirs = [p for p in (folder, *folder.parents) if not p.exists()]
-    before = set(folder.rglob("*")) if folder.is_dir() else set()
+    before = set(folder.iterdir()) if folder.is_dir() else set()
     try:
         yield
-    except BaseException:
-        created = sorted(set(folder.rglob("*")) - before if folder.is_dir() else (), key=lambda p: len(p.parts))
-        for path in reversed(created):
+    except Exception:
+        for path in (set(folder.iterdir()) - before if folder.is_dir() else ()):
             _remove(path)
-        for path in new_dirs:
+        for path in new_dirs:  # deepest first; a folder someone else filled meanwhile stays
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_dir() and not path.is_symlink():
-            path.rmdir()
-        else:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
             path.unlink()
