@@ -26,7 +26,6 @@ def sft_kwargs(model: Path, data: Path, ckpt: Path, backend: str = "instructlab-
 
     kw = fast_cpu_kwargs(model, data, ckpt, backend=backend, **over)
     if backend == "trl":
-        kw.pop("data_process_num_cpu_procs")
         kw.setdefault("seed", 42)
     return kw
 

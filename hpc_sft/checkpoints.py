@@ -31,12 +31,17 @@ def metrics_file(ckpt_dir: Path) -> Optional[Path]:
 
 
 def result_from_disk(ckpt_dir: Path, restarts: int = 0) -> TrainingResult:
-    """The TrainingResult of a finished run, read from its checkpoint directory."""
+    """The TrainingResult of a finished run, read from its checkpoint directory; its final checkpoint is
+    verified to load with from_pretrained as the saved weights (TrainingError otherwise)."""
+    from .model_check import verify_loadable
+
     ckpts = hf_checkpoints(ckpt_dir)
     samples, path = ckpts[-1] if ckpts else (None, None)
     last = Path(ckpt_dir) / "hf_format" / "last_epoch"
     if path is None and (last / "config.json").is_file():
         path = last
+    if path is not None:
+        verify_loadable(path)
     return TrainingResult(Path(ckpt_dir), path, samples, metrics_file(ckpt_dir), restarts)
 
 

@@ -258,9 +258,10 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def fast_cpu_kwargs(model, data, ckpt, **over) -> dict:
-    """sft() arguments for a fast real CPU run of the tiny model (16 samples per step, 1 epoch by default)."""
+    """sft() arguments for a fast real CPU run of the tiny model (16 samples per step, 1 epoch by default).
+    Everything else, data processing included, is the user's default."""
     kwargs = dict(model_path=str(model), data_path=str(data), ckpt_output_dir=str(ckpt), num_epochs=1,
                   effective_batch_size=16, learning_rate=1e-3, max_seq_len=256, max_tokens_per_gpu=4000,
-                  device="cpu", data_process_num_cpu_procs=1)
+                  device="cpu")
     kwargs.update(over)
     return kwargs

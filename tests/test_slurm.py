@@ -95,7 +95,7 @@ def test_rendered_standalone_script_trains_on_the_cluster(slurm_cluster, tiny_mo
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'executor = "slurm"\n[sft]\nmodel_path = "{tiny_model}"\ndata_path = "{tiny_data}"\n'
                       'ckpt_output_dir = "ckpt"\nnum_epochs = 1\neffective_batch_size = 16\nlearning_rate = 1e-3\n'
-                      'max_seq_len = 256\nmax_tokens_per_gpu = 4000\ndevice = "cpu"\ndata_process_num_cpu_procs = 1\n'
+                      'max_seq_len = 256\nmax_tokens_per_gpu = 4000\ndevice = "cpu"\n'
                       '[slurm]\nnodes = 2\ntime = "00:20:00"\nsignal_lead_s = 60\nsetup = ["export FROM_SETUP=1"]\n')
     script = tmp_path / "job.sbatch"
     assert CliRunner().invoke(main, ["render", str(recipe), "-o", str(script)]).exit_code == 0

@@ -6,6 +6,7 @@ import pytest
 
 import hpc_sft
 from tests.conftest import tiny_sft_kwargs
+from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")
 pytestmark = pytest.mark.training
@@ -30,6 +31,7 @@ def test_one_process_trains_and_returns_a_result(tiny_model, tiny_data, tmp_path
     curve = losses(tmp_path / "ckpt")
     assert len(curve) == 16 and curve[-1] < curve[0] - 0.3, curve
     assert result.metrics_file.name == "training_params_and_metrics_global0.jsonl"
+    assert_loads_as_trained(result.checkpoint_path, newest_full_state(tmp_path / "ckpt"), tiny_model)
 
 
 def test_two_processes_synchronise_gradients(tiny_model, tiny_data, tmp_path, monkeypatch):
@@ -40,6 +42,7 @@ def test_two_processes_synchronise_gradients(tiny_model, tiny_data, tmp_path, mo
     assert set(found) == {"rank0.json", "rank1.json"}
     assert found["rank0.json"]["world_size"] == 2
     assert found["rank0.json"]["sha256"] == found["rank1.json"]["sha256"]
+    assert_loads_as_trained(result.checkpoint_path, newest_full_state(tmp_path / "ckpt"), tiny_model)
 
 
 def test_pretraining_mode(tiny_model, tmp_path):
@@ -48,7 +51,7 @@ def test_pretraining_mode(tiny_model, tmp_path):
     data = write_tiny_pretraining_dataset(tmp_path / "docs.jsonl", n=60)
     result = hpc_sft.sft(**tiny_sft_kwargs(tiny_model, data, tmp_path / "ckpt"), is_pretraining=True, block_size=128)
     assert result.samples_seen and result.samples_seen > 60  # documents are cut into several 128-token blocks
-    assert (result.checkpoint_path / "model.safetensors").is_file()
+    assert_loads_as_trained(result.checkpoint_path, newest_full_state(tmp_path / "ckpt"), tiny_model)
 
 
 def test_training_failure_is_runtime_error_naming_the_log(tiny_model, tiny_data, tmp_path):

@@ -24,7 +24,7 @@ from .conftest import tiny_sft_kwargs
 
 real_trl = pytest.importorskip("trl", reason="trl is not installed")
 
-ILT_ONLY = ("max_tokens_per_gpu", "data_process_num_cpu_procs")
+ILT_ONLY = ("max_tokens_per_gpu",)
 
 
 def trl_config(backend_kwargs=None, **kw):

@@ -24,7 +24,6 @@ def data_960(tmp_path_factory):
 def trl_kwargs(tiny_model, data, ckpt):
     """2 epochs of 960 samples, 16 per step (8 per rank): 120 optimizer steps; same seed everywhere."""
     kw = tiny_sft_kwargs(tiny_model, data, ckpt, num_epochs=2, backend="trl", seed=11)
-    kw.pop("data_process_num_cpu_procs")
     return kw
 
 

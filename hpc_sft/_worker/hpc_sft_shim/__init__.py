@@ -20,6 +20,10 @@ def activate() -> None:
         from hpc_sft_shim import packing
 
         packing.install()
+    if flag("HPC_SFT_HF_KEYS"):
+        from hpc_sft_shim import hf_keys
+
+        hf_keys.install()
     if flag("HPC_SFT_EXACT_RESUME"):
         from hpc_sft_shim import resume
 
