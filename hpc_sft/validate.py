@@ -61,6 +61,9 @@ def check_cross(v: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
                           f"use a node_rank from 0 to {nnodes - 1}")
     if v["executor"] == "slurm":
         _check_slurm_conflicts(v)
+    elif v["slurm"] is not None:
+        raise ConfigError("slurm", f"is given but executor is {v['executor']!r}, which would ignore it",
+                          "pass executor='slurm' to submit a Slurm job, or drop slurm=...")
 
 
 def _check_slurm_conflicts(v: Mapping[str, Any]) -> None:

@@ -189,3 +189,8 @@ def test_demo_recipe_goes_through_the_one_path(tiny_model, tmp_path):
     prepared = pipeline.prepare(recipes.load(path))
     assert prepared.checks.ran == (pipeline.MODEL_FILES,) and prepared.checks.warnings == ()
     assert prepared.plan.describe().startswith("local run: 1 node(s)")
+
+
+def test_slurm_options_with_the_local_executor_are_refused_in_python_too(base_kwargs, tmp_path):
+    refused({**base_kwargs, "slurm": {"nodes": 2}}, "slurm: is given but executor is 'local'", "executor='slurm'")
+    assert not (tmp_path / "ckpt").exists()
