@@ -194,3 +194,15 @@ def test_demo_recipe_goes_through_the_one_path(tiny_model, tmp_path):
 def test_slurm_options_with_the_local_executor_are_refused_in_python_too(base_kwargs, tmp_path):
     refused({**base_kwargs, "slurm": {"nodes": 2}}, "slurm: is given but executor is 'local'", "executor='slurm'")
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_cli_refuses_a_model_without_tokenizer_and_the_dry_run_warns(tmp_path):
+    recipe = write_recipe(tmp_path, "ckpt")
+    (tmp_path / "model" / "tokenizer.json").unlink()
+    res = cli("submit", recipe)
+    assert res.returncode == 2, res.stderr
+    assert "recipe.toml:3: model_path:" in res.stderr and "has no tokenizer files" in res.stderr
+    assert "Fix: save the tokenizer" in res.stderr and "Traceback" not in res.stderr
+    dry = cli("submit", recipe, "--dry-run")
+    assert dry.returncode == 0 and "# warning: model_path:" in dry.stdout and "(submit refuses this)" in dry.stdout
+    assert not (tmp_path / "ckpt").exists()
