@@ -21,6 +21,7 @@ def make_recipe(folder: Path, name: str = HOSTILE) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model").mkdir(exist_ok=True)
     (folder / "model" / "config.json").write_text("{}")
+    (folder / "model" / "tokenizer_config.json").write_text("{}")
     write_jsonl(folder / f"{name}.jsonl", [MSG])
     recipe = folder / "recipe.toml"
     esc = name.replace("\\", "\\\\").replace('"', '\\"')
@@ -36,6 +37,8 @@ def make_recipe(folder: Path, name: str = HOSTILE) -> Path:
 
 
 def normalise(text: str, folder: Path) -> str:
+    """Paths replaced; the dry run's '# check ...' lines dropped (they depend on whether a cluster answers)."""
+    text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("# check "))
     return text.replace(str(folder), "<DIR>").replace(sys.executable, "<PYTHON>").replace(
         os.path.dirname(sys.executable), "<VENV_BIN>")
 

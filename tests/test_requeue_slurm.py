@@ -11,6 +11,7 @@ from hpc_sft.node_task import PLAN_TAG
 from hpc_sft.progress import step_metrics
 from hpc_sft.resume import read_status
 from tests.conftest import tiny_sft_kwargs
+from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 
@@ -80,6 +81,7 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
     assert result.restarts >= 3
     assert result.samples_seen == reference.samples_seen == 2400
     assert final_weights(result) == final_weights(reference)
+    assert_loads_as_trained(result.checkpoint_path, newest_full_state(ckpt), tiny_model)
     stops = read_status(ckpt)["stops"]
     assert [s["action"] for s in stops][-1] == "finish" and sum(s["action"] == "requeue" for s in stops) >= 3
     resumed_in_epoch_1 = [s for s in stops if s["action"] == "requeue" and 1200 < s["samples_seen"] < 2400]
@@ -100,6 +102,7 @@ def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data
     result = job.wait(timeout_s=900)
     assert result.restarts >= 1
     assert result.samples_seen == 6000 and final_weights(result) == final_weights(reference_5_epochs)
+    assert_loads_as_trained(result.checkpoint_path, newest_full_state(ckpt), tiny_model)
     stops = read_status(ckpt)["stops"]
     assert all(s["action"] == "requeue" for s in stops[:-1]) and stops[-1]["action"] == "finish"
     assert all("checkpoint signal" in s["reason"] for s in stops[:-1])

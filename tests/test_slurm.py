@@ -1,5 +1,7 @@
 """sft(executor='slurm') on the real multi-node Slurm cluster from slurm/: rendezvous, training, data once."""
 import json
+import os
+import re
 import subprocess
 import time
 
@@ -13,6 +15,7 @@ from hpc_sft.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
 from hpc_sft.validate import build_config
 from hpc_sft.slurm_env import SlurmEnv, rendezvous
 from tests.conftest import tiny_sft_kwargs
+from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 
@@ -65,6 +68,10 @@ def test_two_nodes_train_as_one_world(slurm_cluster, tiny_model, tiny_data, tmp_
     logs = [p.read_text() for p in job.stdout_paths]
     assert "processing data into" in logs[0] and "data cache ready" in logs[1]
     assert "processing data into" not in logs[1]
+    # the user's default data processing ran: a pool of min(16, cpus) processes (deadlocked before the fix)
+    err0 = job.stdout_paths[0].with_suffix(".err").read_text()
+    assert len(os.sched_getaffinity(0)) < 2 or re.search(r"num_proc=([2-9]|1\d)\b", err0), err0[-2000:]
+    assert_loads_as_trained(result.checkpoint_path, newest_full_state(tmp_path / "ckpt"), tiny_model)
 
 
 def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, tiny_data, tmp_path, shared_data):
@@ -111,3 +118,4 @@ def test_rendered_standalone_script_trains_on_the_cluster(slurm_cluster, tiny_mo
     node0 = (ckpt / "slurm" / job_id / f"{job_id}_0_log.out").read_text()
     assert "hpc-sft: finished" in node0 and '"node_rank": 0' in node0
     assert '"node_rank": 1' in (ckpt / "slurm" / job_id / f"{job_id}_1_log.out").read_text()
+    assert_loads_as_trained(ckpt / "hf_format" / "samples_256", newest_full_state(ckpt), tiny_model)
