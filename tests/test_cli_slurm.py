@@ -66,7 +66,7 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'executor = "slurm"\n[sft]\nmodel_path = "{tiny_model}"\ndata_path = "train.jsonl"\n'
                       'ckpt_output_dir = "ckpt"\nnum_epochs = 20\neffective_batch_size = 16\nlearning_rate = 1e-3\n'
-                      'max_seq_len = 256\nmax_tokens_per_gpu = 4000\ndevice = "cpu"\ndata_process_num_cpu_procs = 1\n'
+                      'max_seq_len = 256\nmax_tokens_per_gpu = 4000\ndevice = "cpu"\n'
                       '[slurm]\nnodes = 1\ntime = "00:30:00"\nsignal_lead_s = 60\n')
     res = invoke("submit", recipe)
     assert res.exit_code == 0, res.output
