@@ -134,7 +134,7 @@ def render_status(info: dict) -> str:
              f"{info['samples_seen'] or 0}/{info['samples_total'] or '?'} samples"
              + (f", epoch {info['epoch']}, loss {info['loss']:.4f}" if info.get("loss") is not None else ""),
              f"last checkpoint: {info['last_checkpoint'] or 'none yet'}"]
-    if info.get("eta_s") is not None:
+    if info.get("eta_s") and info.get("state") in ("RUNNING", "REQUEUED", "PENDING"):
         lines.append(f"eta: {info['eta_s'] / 60:.1f} min of training")
     for stop in info["stops"]:
         lines.append(f"stop #{stop.get('restart')}: {stop.get('reason')} at {stop.get('samples_seen')} samples")

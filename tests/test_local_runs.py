@@ -157,3 +157,25 @@ def test_ctrl_c_then_sigterm_save_say_where_and_the_rerun_ends_bit_identical(mak
     assert f"resuming from full_state/epoch_1 at {meta['samples_seen']} of {FINAL_SAMPLES} samples" in third["out"]
     assert f"({FINAL_SAMPLES} samples seen)" in third["out"]
     assert final_weights(ckpt) == reference["weights"]
+
+
+@pytest.mark.training
+def test_trl_backend_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tiny_model, tiny_data, env, tmp_path):
+    """The trl backend in one process: Ctrl-C is seen by its callback after the current step."""
+    pytest.importorskip("trl", reason="trl is not installed")
+    ckpt = tmp_path / "ckpt"
+    kwargs = tiny_sft_kwargs(tiny_model, tiny_data, ckpt, backend="trl")
+    kwargs.pop("data_process_num_cpu_procs", None)  # an instructlab-training field
+    recipe = write_recipe(tmp_path, kwargs)
+    first = run_child([*CLI, "submit", str(recipe)], ckpt, env, lambda recs: len(recs) >= 3, signal.SIGINT)
+    assert first["sent"] and first["code"] == 130, first["err"][-3000:]
+    saved = sorted(ckpt.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert saved and (saved[-1] / "hpc_sft_complete.json").is_file(), saved
+    step = int(saved[-1].name.split("-")[1])
+    assert 3 <= step < 16
+    assert f"interrupted by SIGINT: stopped at {16 * step} of 256 samples; full state saved in {saved[-1]}" \
+        in first["err"]
+    second = run_child([*CLI, "submit", str(recipe)], ckpt, env)
+    assert second["code"] == 0, second["err"][-3000:]
+    assert f"resuming from checkpoint-{step} at {16 * step} of 256 samples" in second["out"]
+    assert "(256 samples seen)" in second["out"]
