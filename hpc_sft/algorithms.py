@@ -28,7 +28,7 @@ class Algorithm(ABC):
 
 _TYPES = {"path": str, "name": str, "str": str, "int": int, "float": float, "bool": bool, "nproc": int, "id": int}
 # Not listed by get_optional_params: hpc-sft's own parameters
-_HPC_ONLY = {"executor", "slurm", "device"}
+_HPC_ONLY = {"executor", "slurm", "device", "settings_changed"}
 
 
 class SFTAlgorithm(Algorithm):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from . import ckpt_lock, datacache, jobs, registry
+from . import ckpt_lock, datacache, jobs, registry, run_settings
 from .checkpoints import result_from_disk
 from .errors import ConfigError, SubmitError, TrainingError
 from .launch import Launch, finalize
@@ -96,6 +96,8 @@ class NodeTask:
         backend = registry.backend_class(self.config.backend)()
         if lead:
             ckpt_lock.acquire(ckpt, env.job_id)
+            run_settings.check(self.config, backend.free_kwargs)  # a rerun submitted meanwhile may differ
+            run_settings.record(self.config, backend.free_kwargs)
             backend.tidy_checkpoints(ckpt, log.warning)
         config = prepare_data(self.config, backend, rdzv.node_rank)
         if recorder.received is None:

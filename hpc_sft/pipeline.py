@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import executors, registry
+from . import executors, registry, run_settings
 from .errors import ConfigError
 from .executors import Checks
 from .validate import build_config, check_tokenizer
@@ -37,8 +37,10 @@ def validate(values: Mapping[str, Any]):
 def prepare(config, backend=None, dry_run: bool = False) -> Prepared:
     """Plan and check a validated config; raises what would fail before anything is queued or started."""
     plan = executors.get(config.executor).plan(config)
+    backend = backend or registry.backend_class(config.backend)()
+    run_settings.check(config, backend.free_kwargs)
     checks = model_checks(config, dry_run) + executors.checks_for(config.executor)(plan, dry_run)
-    return Prepared(plan, backend or registry.backend_class(config.backend)(), checks)
+    return Prepared(plan, backend, checks)
 
 
 def submit(prepared: Prepared) -> Any:

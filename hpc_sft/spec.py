@@ -82,6 +82,9 @@ PARAMS: tuple[Param, ...] = (
     P("slurm", "slurm", "SlurmOptions, or a dict of its fields (executor='slurm').", "hpc-sft"),
     P("device", "str", "None: cuda if a GPU is visible, else cpu; or 'cuda' / 'cpu'.", "hpc-sft",
       choices=("cuda", "cpu")),
+    P("settings_changed", "name", "A rerun into a ckpt_output_dir trained with other settings: 'refuse' "
+      "(names the keys that changed) or 'continue' (resume with the new settings on purpose).", "hpc-sft",
+      default="refuse", choices=("refuse", "continue")),
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 KWARGS_NAME = "backend_kwargs"

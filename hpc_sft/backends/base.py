@@ -24,6 +24,8 @@ class Backend(ABC):
     #: True when the backend tokenizes ahead of training (process_data); on Slurm node 0 then builds a
     #: shared data cache once. False: the backend tokenizes inside its own training processes.
     pretokenizes: ClassVar[bool] = False
+    #: backend fields that do not change what is trained (logging, worker counts): a rerun may change them
+    free_kwargs: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:

@@ -46,6 +46,10 @@ class InstructLabTrainingSFTBackend(Backend):
                 "learning_rate": 1e-5}
     aliases = {"max_batch_len": "max_tokens_per_gpu", "pretraining_config": "is_pretraining and block_size"}
     pretokenizes = True
+    free_kwargs = frozenset({
+        "data_process_num_cpu_procs", "log_level", "keep_last_checkpoint_only", "mlflow_tracking_uri",
+        "mlflow_experiment_name", "mlflow_run_name", "wandb_project", "wandb_entity", "wandb_run_name",
+        "tensorboard_log_dir", "master_addr", "master_port", "callbacks"})
 
     @classmethod
     def check_static(cls, config) -> None:
@@ -168,7 +172,6 @@ def training_env(launch) -> dict[str, str]:
     env = worker_env(launch)
     env["HPC_SFT_EXACT_RESUME"] = "1"  # worker shim: exact mid-epoch resume, atomic full-state saves
     env.setdefault("CHECKPOINT_TRIGGER_FILENAME", f"hpc-sft-ckpt-{os.getpid()}")  # never the shared default
-    env["HPC_SFT_HF_KEYS"] = "1"  # worker shim: hf_format checkpoints load with from_pretrained (no module.)
     env["HPC_SFT_EQUAL_MINIBATCHES"] = "1"  # padded packer (flash attention off) can deadlock ranks otherwise
     if launch.on_demand_checkpointing:
         # Ctrl-C reaches the whole foreground process group: only the training parent may react (it asks

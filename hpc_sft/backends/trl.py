@@ -67,6 +67,11 @@ class TRLSFTBackend(Backend):
 
     name = "trl"
     kwarg_fields = (SFTCONFIG_FIELDS - set(ALIASES) - SAME_NAME) | set(LORA_FIELDS)
+    free_kwargs = frozenset({
+        "logging_steps", "logging_strategy", "logging_first_step", "report_to", "run_name", "project",
+        "log_level", "log_level_replica", "disable_tqdm", "dataloader_num_workers", "dataset_num_proc",
+        "save_total_limit", "save_on_each_node", "skip_memory_metrics", "dataloader_persistent_workers",
+        "dataloader_prefetch_factor", "dataloader_pin_memory"})
     required = {"effective_batch_size": 128, "learning_rate": 1e-5, "max_seq_len": 4096}
     aliases = ALIASES
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .. import ckpt_lock, jobs
+from .. import ckpt_lock, jobs, run_settings
 from ..checkpoints import result_from_disk
 from ..console import Console
 from ..errors import Interrupted, TrainingError
@@ -84,6 +84,7 @@ class LocalExecutor:
         ckpt = Path(plan.config.ckpt_output_dir)
         ckpt_lock.acquire(ckpt, None)
         try:
+            run_settings.record(plan.config, backend.free_kwargs)
             with recorded_signals() as recorder:
                 return self.run(plan.config, launch, backend, recorder)
         finally:
