@@ -48,3 +48,9 @@ def newest_full_state(ckpt: Path) -> Path:
     states = sorted(Path(ckpt, "full_state").glob("epoch_*"), key=lambda p: int(p.name.split("_")[1]))
     assert states, f"no full_state/epoch_* in {ckpt}"
     return states[-1]
+
+
+def newest_trl_checkpoint(ckpt: Path) -> Path:
+    found = sorted(Path(ckpt).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert found, f"no checkpoint-N in {ckpt}"
+    return found[-1]

@@ -21,6 +21,7 @@ from hpc_sft.launch import Launch
 from hpc_sft.validate import build_config
 
 from .conftest import tiny_sft_kwargs
+from .loading import assert_loads_as_trained, newest_trl_checkpoint
 
 real_trl = pytest.importorskip("trl", reason="trl is not installed")
 
@@ -340,9 +341,7 @@ def test_real_cpu_run_writes_hf_format_and_learns(tiny_model, tiny_data, tmp_pat
     assert result.metrics_file == ckpt / tt.METRICS_NAME
     seen = losses(ckpt)
     assert len(seen) == 16 and seen[-1] < seen[0]
-    from transformers import AutoModelForCausalLM
-
-    AutoModelForCausalLM.from_pretrained(result.checkpoint_path)
+    assert_loads_as_trained(result.checkpoint_path, newest_trl_checkpoint(ckpt), tiny_model)
 
 
 def stop_after(k):

@@ -8,6 +8,7 @@ from hpc_sft.backends.trl_train import METRICS_NAME
 from hpc_sft.progress import run_status
 from hpc_sft.resume import read_status
 from tests.conftest import tiny_sft_kwargs
+from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
 from tests.test_requeue_slurm import preempt_at
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
@@ -47,6 +48,7 @@ def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_m
     assert result.restarts >= 2
     assert result.samples_seen == reference.samples_seen == 1920
     assert weights(result) == weights(reference)
+    assert_loads_as_trained(result.checkpoint_path, newest_trl_checkpoint(ckpt), tiny_model)
     stops = read_status(ckpt)["stops"]
     assert [s["action"] for s in stops][-1] == "finish" and sum(s["action"] == "requeue" for s in stops) >= 2
     assert any(960 < s["samples_seen"] < 1920 for s in stops if s["action"] == "requeue"), stops
