@@ -179,3 +179,45 @@ def test_trl_backend_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tiny_model,
     assert second["code"] == 0, second["err"][-3000:]
     assert f"resuming from checkpoint-{step} at {16 * step} of 256 samples" in second["out"]
     assert "(256 samples seen)" in second["out"]
+
+
+# ---------------------------------------------------------------- no training
+
+
+def test_progress_line_and_eta():
+    from hpc_sft.console import eta_seconds, progress_line
+
+    first = {"step": 1, "samples_seen": 16, "timestamp": "2026-01-01T00:00:00", "avg_loss": 6.0, "lr": 1e-3}
+    last = {"step": 5, "samples_seen": 80, "timestamp": "2026-01-01T00:00:04", "avg_loss": 5.25, "lr": 9.5e-4}
+    assert eta_seconds(first, last, 160) == 5.0  # 64 samples in 4 s, 80 to go
+    assert progress_line(last, 160, 5.0) == "step 5  samples 80/160 (50%)  loss 5.2500  lr 9.50e-04  eta 0:00:05"
+    trl_row = {"step": 2, "samples_seen": 32, "timestamp": "t", "loss": 1.5, "learning_rate": 1e-4}
+    assert progress_line(trl_row, None, None) == "step 2  samples 32/?  loss 1.5000  lr 1.00e-04  eta ?"
+
+
+def test_status_of_local_runs_without_torch_and_a_vanished_run_reads_died(tmp_path):
+    """`status` of a local run (by id, by directory, the last one) stays light; a RUNNING record whose
+    process is gone reads DIED."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "hpc_sft_local.log").write_text("backend output\n")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    code = (
+        "import json, sys; from click.testing import CliRunner; from hpc_sft import jobs; from hpc_sft.cli import main\n"
+        f"rec = jobs.record_local({str(ckpt)!r}, {str(ckpt / 'hpc_sft_local.log')!r})\n"
+        f"jobs.update(rec, pid={int(gone.stdout)})\n"
+        "runner = CliRunner()\n"
+        "by_id = runner.invoke(main, ['status', rec['job_id']])\n"
+        f"by_dir = runner.invoke(main, ['status', {str(ckpt)!r}, '--json'])\n"
+        "last = runner.invoke(main, ['logs'])\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'instructlab')]\n"
+        "print(json.dumps({'by_id': by_id.output, 'by_dir': by_dir.output, 'logs': last.output, 'bad': bad}))\n")
+    env = dict(os.environ, HPC_SFT_HOME=str(tmp_path / "home"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["bad"] == []
+    assert seen["by_id"].startswith("local run local-") and ": DIED" in seen["by_id"], seen["by_id"]
+    assert f"logs: {ckpt / 'hpc_sft_local.log'}" in seen["by_id"]
+    assert json.loads(seen["by_dir"])["state"] == "DIED"
+    assert seen["logs"] == "backend output\n"
