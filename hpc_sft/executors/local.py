@@ -107,6 +107,9 @@ class LocalExecutor:
             tail = console.tail()
             raise TrainingError(f"{exc}\n--- last lines of {console.log} ---\n{tail}" if tail else str(exc)) \
                 from exc
+        except BaseException as exc:  # anything else still ends the record (status would say DIED)
+            jobs.update(rec, state="FAILED", reason=f"{type(exc).__name__}: {exc}")
+            raise
         return self.conclude(config, backend, rec, signal_seen(backend, recorder), console)
 
     def conclude(self, config, backend, rec: dict, signal_name: Optional[str], console: Console) -> TrainingResult:
