@@ -43,9 +43,9 @@ def write_recipe(folder: Path, kwargs: dict) -> Path:
 
 
 def run_child(cmd: list[str], ckpt: Path, env: dict, interrupt=None, sig=signal.SIGINT, group: bool = True,
-              timeout: float = 240) -> dict:
+              timeout: float = 240, send=None) -> dict:
     """Run cmd in a new session; once ``interrupt(records)`` says so, send ``sig`` (to its process group:
-    what a terminal's Ctrl-C does; or to the process alone)."""
+    what a terminal's Ctrl-C does; or to the process alone), or call ``send(proc)`` instead."""
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     offset = (ckpt / "training_params_and_metrics_global0.jsonl").stat().st_size \
@@ -55,7 +55,10 @@ def run_child(cmd: list[str], ckpt: Path, env: dict, interrupt=None, sig=signal.
         while proc.poll() is None:
             assert time.monotonic() < deadline, "run did not end in time"
             if interrupt is not None and not sent and interrupt(metric_records(ckpt, offset)):
-                (os.killpg if group else os.kill)(proc.pid, sig)
+                if send is not None:
+                    send(proc)
+                else:
+                    (os.killpg if group else os.kill)(proc.pid, sig)
                 sent = True
             time.sleep(0.02)
         out, err = proc.communicate()
@@ -141,11 +144,16 @@ def test_ctrl_c_then_sigterm_save_say_where_and_the_rerun_ends_bit_identical(mak
     logs = cli(env, "logs")
     assert logs.returncode == 0 and "On-demand checkpoint" in logs.stdout, logs.stderr
 
-    # 2. SIGTERM to the process alone, inside epoch 1 of a run that resumed mid-epoch 0: sft() raises
+    # 2. `hpc-sft cancel DIR`: SIGTERM to the process alone, inside epoch 1 of a run that resumed mid-epoch 0;
+    # sft() raises
     code = [sys.executable, "-c", SFT_CHILD, json.dumps(make_kwargs(ckpt))]
-    second = run_child(code, ckpt, env, lambda recs: sum(r["epoch"] == 1 for r in recs) >= 2, signal.SIGTERM,
-                       group=False)
+    cancelled = []
+    second = run_child(code, ckpt, env, lambda recs: sum(r["epoch"] == 1 for r in recs) >= 2,
+                       send=lambda proc: cancelled.append((proc.pid, cli(env, "cancel", str(ckpt)))))
     assert second["sent"] and second["code"] == 3, second["err"][-3000:]
+    pid, cancel = cancelled[0]
+    assert cancel.returncode == 0 and "sent SIGTERM to local run local-" in cancel.stdout, cancel.stderr
+    assert f"(pid {pid}); it saves a full state and stops" in cancel.stdout
     assert f"resuming from full_state/epoch_0 at {meta['samples_seen']} of {FINAL_SAMPLES} samples" in second["out"]
     meta = assert_saved_mid_epoch(ckpt, 1)
     assert f"HPC_SFT_TEST_INTERRUPTED SIGTERM 143 interrupted by SIGTERM: stopped at {meta['samples_seen']} of " \
