@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import IO, Iterator, Optional
 VERBOSE_ENV = "HPC_SFT_VERBOSE"  # 1: stream the backend's full output (the CLI's --verbose sets it)
 LOCAL_LOG = "hpc_sft_local.log"  # everything this process and its children printed, appended across runs
 METRICS = "training_params_and_metrics_global0.jsonl"
+ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b: ")  # 'SafetensorError: ...', 'RuntimeError: ...'
 INTERVAL_S = 5.0  # without a terminal: at most one progress line per interval (and the last one)
 
 
@@ -172,6 +174,7 @@ class Console:
     def __init__(self, ckpt_dir, epochs: int, loud: Optional[bool] = None) -> None:
         self.ckpt, self.epochs = Path(ckpt_dir), epochs
         self.loud = verbose() if loud is None else loud
+        self.start = 0  # where this run's part of the log begins
 
     @property
     def log(self) -> Path:
@@ -187,6 +190,7 @@ class Console:
             yield
             return
         self.say(f"training; full log: {self.log} (set {VERBOSE_ENV}=1 to stream it here)")
+        self.start = self.log.stat().st_size if self.log.is_file() else 0
         out = terminal_stream()
         ticker = Ticker(self.ckpt, self.epochs, out).start()
         try:
@@ -197,10 +201,14 @@ class Console:
             if out is not sys.stdout:
                 out.close()
 
-    def tail(self, lines: int = 15) -> str:
-        """The end of the full log (shown when training fails)."""
+    def tail(self, lines: int = 8) -> str:
+        """What this run's part of the full log says went wrong (shown when training fails): its first
+        error lines (the root cause; torchrun's own summary error aside), then its last lines."""
         if self.loud or not self.log.is_file():
             return ""
-        from .progress import tail_lines
-
-        return "\n".join(tail_lines(self.log, 16384)[-lines:])
+        with self.log.open("rb") as fh:
+            fh.seek(max(self.start, self.log.stat().st_size - 262144))
+            text = fh.read().decode(errors="replace").splitlines()
+        errors = list(dict.fromkeys(line.strip() for line in text if ERROR_LINE.search(line)
+                                    and "ChildFailedError" not in line))[:3]
+        return "\n".join([*errors, "...", *text[-lines:]] if errors else text[-lines:])

@@ -229,3 +229,24 @@ def test_status_of_local_runs_without_torch_and_a_vanished_run_reads_died(tmp_pa
     assert f"logs: {ckpt / 'hpc_sft_local.log'}" in seen["by_id"]
     assert json.loads(seen["by_dir"])["state"] == "DIED"
     assert seen["logs"] == "backend output\n"
+
+
+@pytest.mark.training
+def test_a_failed_local_run_shows_the_end_of_its_log_and_records_failed(tiny_model, tiny_data, env, tmp_path):
+    """Quiet output must not hide why training failed: here the workers cannot read the weights."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short: the torchrun worker fails to load it
+    ckpt = tmp_path / "ckpt"
+    recipe = write_recipe(tmp_path, tiny_sft_kwargs(model, tiny_data, ckpt))
+    run = run_child([*CLI, "submit", str(recipe)], ckpt, env)
+    assert run["code"] == 4, run["err"][-3000:]
+    assert f"--- from {ckpt / 'hpc_sft_local.log'} ---" in run["err"]
+    shown = run["err"].split("--- from", 1)[1]
+    assert "SafetensorError: " in shown, shown  # the worker's own error, without opening the log
+    assert len(shown.splitlines()) < 15
+    status = cli(env, "status", str(ckpt))
+    assert ": FAILED" in status.stdout, status.stdout

@@ -105,8 +105,7 @@ class LocalExecutor:
         except TrainingError as exc:
             jobs.update(rec, state="FAILED", reason=str(exc))
             tail = console.tail()
-            raise TrainingError(f"{exc}\n--- last lines of {console.log} ---\n{tail}" if tail else str(exc)) \
-                from exc
+            raise TrainingError(f"{exc}\n--- from {console.log} ---\n{tail}" if tail else str(exc)) from exc
         except BaseException as exc:  # anything else still ends the record (status would say DIED)
             jobs.update(rec, state="FAILED", reason=f"{type(exc).__name__}: {exc}")
             raise
