@@ -37,8 +37,12 @@ if not kw.pop("_exact_resume"):
         env["HPC_SFT_EXACT_RESUME"] = "0"
         return env
     backend.training_env = training_env
-result = hpc_sft.sft(**kw)
-print("HPC_SFT_TEST_RESULT " + json.dumps({"samples_seen": result.samples_seen}), flush=True)
+try:
+    result = hpc_sft.sft(**kw)
+except hpc_sft.errors.Interrupted as exc:  # stopped on the signal after saving: what the test expects then
+    print("HPC_SFT_TEST_INTERRUPTED", exc.signal_name, flush=True)
+else:
+    print("HPC_SFT_TEST_RESULT " + json.dumps({"samples_seen": result.samples_seen}), flush=True)
 """
 
 
@@ -104,7 +108,8 @@ class Run:
         log = self.ckpt.parent / f"{self.ckpt.name}-run-{time.monotonic_ns()}.out"
         with open(log, "w") as out:
             proc = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(self.kwargs)], cwd=REPO,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "HPC_SFT_VERBOSE": "1"})  # the backend's log, asserted on
         sent, deadline = False, time.monotonic() + timeout
         try:
             while proc.poll() is None:
@@ -119,6 +124,7 @@ class Run:
                 proc.wait()
         text = log.read_text()
         assert proc.returncode == 0, f"sft() child exited with {proc.returncode}:\n{text[-4000:]}"
+        assert ("HPC_SFT_TEST_INTERRUPTED" in text) == sent, f"interrupted is not the same as signalled:\n{text[-4000:]}"
         return {"records": metric_records(self.ckpt, offset), "first_epoch": start_of(resumed_from)[0],
                 "start": start_of(resumed_from), "sent": sent, "saved": newest_metadata(self.ckpt), "log": text}
 
