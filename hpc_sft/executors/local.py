@@ -63,10 +63,15 @@ def where(state: Optional[StateFacts], path: Optional[Path], total: Optional[int
     return f"{path} at {state.samples_seen}{of} samples"
 
 
-def interrupted(signal_name: str, state, path, total, log_path: Path) -> Interrupted:
+def interrupted(signal_name: str, state, path, total, log_path: Path, saved: bool = True) -> Interrupted:
+    """The error a signalled run ends with; saved=False: the run died of the signal before it could save."""
     if state is None:
         return Interrupted(signal_name, f"interrupted by {signal_name} before a full state was saved; rerunning "
                                         f"the same command starts from the beginning (log: {log_path})")
+    if not saved:
+        return Interrupted(signal_name, f"interrupted by {signal_name} before it could save; the newest full state "
+                                        f"is {path} at {state.samples_seen} of {total or '?'} samples. Rerun the "
+                                        f"same command to resume from there (log: {log_path})")
     return Interrupted(signal_name, f"interrupted by {signal_name}: stopped at {state.samples_seen} of "
                                     f"{total or '?'} samples; full state saved in {path}. Rerun the same command "
                                     f"to resume from there (log: {log_path})")
@@ -103,6 +108,8 @@ class LocalExecutor:
             with console.training():
                 backend.execute_training(config, launch)
         except TrainingError as exc:
+            if signal_seen(backend, recorder):  # e.g. Ctrl-C also ended a data-processing pool's workers
+                raise self.died_of_signal(config, backend, rec, signal_seen(backend, recorder), console) from exc
             jobs.update(rec, state="FAILED", reason=str(exc))
             tail = console.tail()
             raise TrainingError(f"{exc}\n--- from {console.log} ---\n{tail}" if tail else str(exc)) from exc
@@ -110,6 +117,14 @@ class LocalExecutor:
             jobs.update(rec, state="FAILED", reason=f"{type(exc).__name__}: {exc}")
             raise
         return self.conclude(config, backend, rec, signal_seen(backend, recorder), console)
+
+    def died_of_signal(self, config, backend, rec: dict, signal_name: str, console: Console) -> Interrupted:
+        """Training failed after a stop signal: say so, and where a rerun resumes (not a bare failure)."""
+        state, path = backend.progress(config)
+        jobs.update(rec, state="INTERRUPTED", signal=signal_name, samples_seen=state.samples_seen if state else None,
+                    last_complete_state=str(path) if path else None)
+        total = total_samples(Path(config.ckpt_output_dir), config.num_epochs or 1)
+        return interrupted(signal_name, state, path, total, console.log, saved=False)
 
     def conclude(self, config, backend, rec: dict, signal_name: Optional[str], console: Console) -> TrainingResult:
         """Finished -> the result; stopped by a signal -> Interrupted, saying where and how to resume."""
