@@ -92,6 +92,8 @@ def job_status(rec: dict) -> dict:
     if local:
         info.update(pid=rec.get("pid"), signal=rec.get("signal"), last_complete_state=rec.get("last_complete_state"),
                     state_samples=rec.get("samples_seen"))
+    newest = jobs.for_dir(rec["ckpt_output_dir"])
+    info["newer_run"] = newest["job_id"] if newest and newest["job_id"] != rec["job_id"] else None
     return info
 
 
@@ -139,6 +141,9 @@ def render_status(info: dict) -> str:
     for stop in info["stops"]:
         lines.append(f"stop #{stop.get('restart')}: {stop.get('reason')} at {stop.get('samples_seen')} samples")
     lines += resume_lines(info)
+    if info.get("newer_run"):
+        lines.append(f"newer run: {info['newer_run']} wrote to the same ckpt_output_dir since "
+                     "(the progress above is the directory's now)")
     if info.get("outcome"):
         lines.append(f"outcome: {info['outcome']}")
     lines.append(f"logs: {info['logs'] or 'none recorded'}")
