@@ -16,6 +16,11 @@ from tests.loading import assert_loads_as_trained, newest_full_state
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _same_threads(same_threads_per_process):
+    """Bit-for-bit comparisons with the local reference need the same threads per process."""
+
+
 @pytest.fixture(scope="module")
 def data_1200(tmp_path_factory):
     from hpc_sft.tiny import write_tiny_dataset

@@ -12,6 +12,11 @@ from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
 from tests.test_requeue_slurm import preempt_at
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _same_threads(same_threads_per_process):
+    """Bit-for-bit comparisons with the local reference need the same threads per process."""
 pytest.importorskip("trl", reason="trl is not installed")
 
 
