@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,12 @@ def main() -> None:
     """Fine-tune LLMs on Slurm (or here) from one recipe.toml; requeue-safe."""
 
 
+def set_verbose(verbose: bool) -> None:
+    """--verbose: the local executor streams the backend's output (HPC_SFT_VERBOSE, read by its console)."""
+    if verbose:
+        os.environ["HPC_SFT_VERBOSE"] = "1"
+
+
 def describe_plan(plan, checks=None) -> str:
     """The dry run's text: the executor's plan, then what the pre-submit checks did."""
     return "\n".join([plan.describe(), *(checks.lines() if checks else [])])
@@ -39,8 +46,10 @@ def describe_plan(plan, checks=None) -> str:
 @click.argument("recipe", type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Validate and print what would be submitted; submit nothing.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. sft.num_epochs=2")
-def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
+@click.option("--verbose", is_flag=True, help="Local runs: stream the backend's full output (default: one progress line).")
+def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...], verbose: bool) -> None:
     """Validate RECIPE, then train here (executor=local) or queue a Slurm job (executor=slurm)."""
+    set_verbose(verbose)
     from . import pipeline
     from .result import TrainingResult
 
@@ -173,8 +182,10 @@ def _write_or_echo(text: str, path: str | None, overwrite: bool = True) -> None:
 @click.option("--dir", "folder", default="runs/demo", show_default=True, type=click.Path(),
               help="Where the tiny model, data, recipe and checkpoints go.")
 @click.option("--epochs", default=2, show_default=True)
-def demo(folder: str, epochs: int) -> None:
+@click.option("--verbose", is_flag=True, help="Stream the backend's full output (default: one progress line).")
+def demo(folder: str, epochs: int, verbose: bool) -> None:
     """Build a tiny model and data set locally, then fine-tune it on CPU with the local executor."""
+    set_verbose(verbose)
     from .demo import run_demo
 
     result = run_demo(Path(folder), epochs, echo=click.echo)

@@ -189,7 +189,7 @@ class Console:
         if self.loud:
             yield
             return
-        self.say(f"training; full log: {self.log} (set {VERBOSE_ENV}=1 to stream it here)")
+        self.say(f"training; full log: {self.log} (--verbose or {VERBOSE_ENV}=1 streams it here)")
         self.start = self.log.stat().st_size if self.log.is_file() else 0
         out = terminal_stream()
         ticker = Ticker(self.ckpt, self.epochs, out).start()

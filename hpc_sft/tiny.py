@@ -209,6 +209,9 @@ def is_complete_build(out_dir: str | os.PathLike, seed: int = 0) -> bool:
 def _build_into(tmp: Path, seed: int) -> None:
     hf_tok = _wrap_tokenizer(_train_tokenizer(seed))
     model = _make_model(hf_tok, seed)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the demo's output
     model.save_pretrained(tmp)
     hf_tok.save_pretrained(tmp)
     (tmp / MARKER_NAME).write_text(_marker_text(seed), encoding="utf-8")
