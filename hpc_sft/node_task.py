@@ -50,17 +50,24 @@ def data_wait_s() -> float:
     return float(os.environ.get("HPC_SFT_DATA_WAIT_S", "7200"))
 
 
-def prepare_data(config, backend, node_rank: int):
-    """Node 0 tokenizes once into a content-addressed cache; the others wait for it. Backends that
-    tokenize inside their training processes get the config unchanged."""
+def data_cache_path(config, backend) -> Optional[Path]:
+    """Where node 0 publishes the tokenized data (None: the backend tokenizes in its training processes)."""
     if not backend.pretokenizes:
-        return config
+        return None
     root = Path(config.data_output_dir or Path(config.ckpt_output_dir) / "data")
-    path = datacache.cache_dir(root, datacache.cache_key(config, backend.version()))
+    return datacache.cache_dir(root, datacache.cache_key(config, backend.version()))
+
+
+def prepare_data(config, backend, node_rank: int, attempt: str = "local"):
+    """Node 0 tokenizes once into a content-addressed cache; the others wait for it (and stop with node 0's
+    reason if it fails). Backends that tokenize inside their training processes get the config unchanged."""
+    path = data_cache_path(config, backend)
+    if path is None:
+        return config
     if node_rank == 0:
         built = datacache.build(path, lambda out: backend.process_data(config, out))
     else:
-        built = datacache.wait(path, data_wait_s())
+        built = datacache.wait(path, data_wait_s(), attempt)
     return replace(config, data_output_dir=str(built))
 
 
@@ -94,17 +101,25 @@ class NodeTask:
         print(PLAN_TAG, json.dumps(plan_record(launch, socket.gethostname())), flush=True)
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         backend = registry.backend_class(self.config.backend)()
+        attempt = f"{env.job_id}.{env.restart_count}"  # what the other nodes wait for
         if lead:
-            ckpt_lock.acquire(ckpt, env.job_id)
-            run_settings.check(self.config, backend.free_kwargs)  # a rerun submitted meanwhile may differ
-            run_settings.record(self.config, backend.free_kwargs)
-            backend.tidy_checkpoints(ckpt, log.warning)
-        config = prepare_data(self.config, backend, rdzv.node_rank)
+            with datacache.heartbeat(data_cache_path(self.config, backend), attempt):
+                self.prepare_lead(ckpt, env, backend)
+                config = prepare_data(self.config, backend, 0)
+        else:
+            config = prepare_data(self.config, backend, rdzv.node_rank, attempt)
         if recorder.received is None:
             backend.execute_training(config, launch)
         else:
             log.info("got %s before training started; not starting", recorder.received)
         return self.conclude(backend, env, lead, recorder.received)
+
+    def prepare_lead(self, ckpt: Path, env: SlurmEnv, backend) -> None:
+        """Node 0 before training: own the directory, check and record the settings, tidy torn saves."""
+        ckpt_lock.acquire(ckpt, env.job_id)
+        run_settings.check(self.config, backend.free_kwargs)  # a rerun submitted meanwhile may differ
+        run_settings.record(self.config, backend.free_kwargs)
+        backend.tidy_checkpoints(ckpt, log.warning)
 
     def conclude(self, backend, env: SlurmEnv, lead: bool, signal_name: Optional[str]) -> Optional[TrainingResult]:
         """Finished -> result; interrupted -> node 0 requeues and every node exits without a result."""

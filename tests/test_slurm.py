@@ -119,3 +119,19 @@ def test_rendered_standalone_script_trains_on_the_cluster(slurm_cluster, tiny_mo
     assert "hpc-sft: finished" in node0 and '"node_rank": 0' in node0
     assert '"node_rank": 1' in (ckpt / "slurm" / job_id / f"{job_id}_1_log.out").read_text()
     assert_loads_as_trained(ckpt / "hf_format" / "samples_256", newest_full_state(ckpt), tiny_model)
+
+
+def test_node_0_failing_to_tokenize_stops_the_other_node_with_its_reason(slurm_cluster, tiny_model, tmp_path):
+    """Every sample too long: instructlab-training's data processing fails on node 0 (a real failure that
+    only the tokenizer can see). Node 1 must stop at once with that reason, not wait HPC_SFT_DATA_WAIT_S."""
+    long = "apple river stone " * 200
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                      {"role": "assistant", "content": long}]}) + "\n"
+                            for _ in range(40)))
+    job = submit(tiny_model, data, tmp_path / "ckpt", 2, tmp_path / "data")
+    with pytest.raises(hpc_sft.errors.TrainingError, match="failed"):
+        job.wait(timeout_s=300)  # the data wait alone would take 7200 s
+    node1 = job.stdout_paths[1].read_text() + job.stdout_paths[1].with_suffix(".err").read_text()
+    assert "node 0 (node1) failed to tokenize the data: RuntimeError: Dataset does not contain any samples" in node1, \
+        node1[-3000:]
