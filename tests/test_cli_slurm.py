@@ -54,7 +54,7 @@ def test_bad_recipes_queue_nothing(slurm_cluster):
         assert expect in res.output, (path.name, res.output)
         assert "Traceback" not in res.output
     time.sleep(1)
-    assert queued_jobs(since) == before
+    assert set(queued_jobs(since)) - set(before) == set()  # nothing new (a job that was ending may be gone)
 
 
 @pytest.mark.slurm
