@@ -2,11 +2,11 @@
 from .algorithms import Algorithm, SFTAlgorithm, create_algorithm
 from .api import sft
 from .backends.base import Backend
-from .backends.instructlab import InstructLabTrainingSFTBackend
+from .backends.instructlab.backend import InstructLabTrainingSFTBackend
 from .errors import ConfigError, HpcSftError, MissingPathError, SubmitError, TrainingError
 from .result import TrainingResult
-from .slurm_options import SlurmOptions
-from .spec import SFTConfig
+from .config.slurm_options import SlurmOptions
+from .config.spec import SFTConfig
 
 __all__ = [
     "Algorithm", "Backend", "ConfigError", "HpcSftError", "InstructLabTrainingSFTBackend", "MissingPathError",

@@ -6,7 +6,7 @@ from typing import Any, Dict, Type
 
 from . import registry
 from .backends.base import Backend
-from .spec import PARAMS
+from .config.spec import PARAMS
 
 
 class Algorithm(ABC):

@@ -1,11 +1,11 @@
-"""sft(): the one-call entry point; its signature is generated from hpc_sft.spec."""
+"""sft(): the one-call entry point; its signature is generated from hpc_sft.config.spec."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .spec import BY_NAME, KWARGS_NAME, PARAMS, signature
-from .validate import build_config
+from .config.spec import BY_NAME, KWARGS_NAME, PARAMS, signature
+from .config.validate import build_config
 
 SIGNATURE = signature()
 

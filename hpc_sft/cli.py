@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import executors, jobs
-from . import recipe as recipes
+from .config import recipe as recipes
 from .errors import HpcSftError
 
 
@@ -150,7 +150,7 @@ def cancel(job: str) -> None:
 @click.option("-o", "--output", type=click.Path(), help="Write to this file instead of stdout.")
 def render(recipe: str, overrides: tuple[str, ...], output: str | None) -> None:
     """Print a standalone sbatch script for RECIPE (for scripts kept in git)."""
-    from .render import sbatch_script
+    from .executors.slurm.render import sbatch_script
 
     config = recipes.load(recipe, overrides + ("executor=slurm",))
     text = sbatch_script(executors.get("slurm").plan(config), Path(recipe).name)
@@ -162,7 +162,7 @@ def render(recipe: str, overrides: tuple[str, ...], output: str | None) -> None:
 @click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
 def init(path: str, executor: str) -> None:
     """Write a commented recipe to PATH (never overwrites)."""
-    from .render import recipe_text
+    from .executors.slurm.render import recipe_text
 
     _write_or_echo(recipe_text(Path(path).name, executor), path, overwrite=False)
 

@@ -5,10 +5,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import executors, registry, run_settings
+from . import executors, registry
+from .rundir import settings as run_settings
 from .errors import ConfigError
 from .executors import Checks
-from .validate import build_config, check_tokenizer
+from .config.validate import build_config, check_tokenizer
 
 log = logging.getLogger("hpc_sft")
 MODEL_FILES = "model_path files (config.json, tokenizer)"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import jobs
-from .checkpoints import hf_checkpoints, metrics_file
+from .backends.instructlab.checkpoints import hf_checkpoints, metrics_file
 
 STATUS_FILE = "hpc_sft_status.json"
 
@@ -76,7 +76,7 @@ def run_status(ckpt_dir: Path) -> dict:
 
 def newest_trainer_checkpoint(ckpt_dir: Path) -> Optional[str]:
     """The trl backend's newest checkpoint-N (its final model appears in hf_format/ only at the end)."""
-    from .backends.trl_checkpoints import checkpoints
+    from .backends.trl.checkpoints import checkpoints
 
     found = checkpoints(ckpt_dir)
     return str(found[0][1]) if found else None

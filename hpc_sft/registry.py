@@ -8,8 +8,8 @@ from .errors import ConfigError
 # algorithm name -> (algorithm class path, {backend name -> backend class path}); first backend is the default
 ALGORITHMS: dict[str, tuple[str, dict[str, str]]] = {
     "sft": ("hpc_sft.algorithms:SFTAlgorithm",
-            {"instructlab-training": "hpc_sft.backends.instructlab:InstructLabTrainingSFTBackend",
-             "trl": "hpc_sft.backends.trl:TRLSFTBackend"}),
+            {"instructlab-training": "hpc_sft.backends.instructlab.backend:InstructLabTrainingSFTBackend",
+             "trl": "hpc_sft.backends.trl.backend:TRLSFTBackend"}),
 }
 
 

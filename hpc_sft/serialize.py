@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .slurm_options import SlurmOptions
-from .spec import SFTConfig
+from .config.slurm_options import SlurmOptions
+from .config.spec import SFTConfig
 
 
 def to_dict(config: SFTConfig) -> dict[str, Any]:

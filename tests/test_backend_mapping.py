@@ -2,9 +2,9 @@
 import pytest
 
 from hpc_sft.api import split_values
-from hpc_sft.backends import instructlab as ilt
+from hpc_sft.backends.instructlab import backend as ilt
 from hpc_sft.launch import WORKER_DIR, Launch
-from hpc_sft.validate import build_config
+from hpc_sft.config.validate import build_config
 
 real = pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")
 

@@ -57,7 +57,7 @@ def test_render_is_valid_bash(recipe, tmp_path):
     res = invoke("render", recipe, "-o", out)
     assert res.exit_code == 0, res.output
     text = out.read_text()
-    assert "#SBATCH --nodes=2" in text and "-m hpc_sft.node_main" in text
+    assert "#SBATCH --nodes=2" in text and "-m hpc_sft.executors.slurm.node_main" in text
     subprocess.run(["bash", "-n", str(out)], check=True)
 
 

@@ -30,7 +30,7 @@ import json, sys
 import hpc_sft
 kw = json.loads(sys.argv[1])
 if not kw.pop("_exact_resume"):
-    from hpc_sft.backends import instructlab as backend
+    from hpc_sft.backends.instructlab import backend as backend
     plain_env = backend.training_env
     def training_env(launch):
         env = plain_env(launch)

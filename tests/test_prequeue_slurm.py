@@ -60,7 +60,7 @@ def test_sft_and_train_run_the_same_cluster_checks(slurm_cluster, tmp_path):
 
 @pytest.mark.parametrize("folder_exists", [False, True])
 def test_refused_sbatch_leaves_no_job_files(slurm_cluster, tmp_path, folder_exists):
-    from hpc_sft.executors.slurm import SlurmExecutor
+    from hpc_sft.executors.slurm.executor import SlurmExecutor
     from hpc_sft.pipeline import validate
 
     write_recipe(tmp_path, "ckpt")
@@ -103,7 +103,7 @@ def test_controller_down_is_one_clear_line(slurm_cluster, tmp_path):
 def test_dry_run_compares_grace_time_with_a_measured_save(slurm_cluster, tmp_path):
     import json
 
-    from hpc_sft.checkpoints import MARKER
+    from hpc_sft.backends.instructlab.checkpoints import MARKER
 
     state = tmp_path / "ckpt" / "full_state" / "epoch_0"
     state.mkdir(parents=True)

@@ -90,7 +90,7 @@ def test_hostile_values_run_nothing_unintended(tmp_path):
     assert (sandbox / "setup.txt").read_text() == "setup-ran\n"  # the user's setup lines did run
     args = (sandbox / "srun-args").read_text().splitlines()
     config_path = Path(args[-1])
-    assert args[-4:-1] == ["-u", "-m", "hpc_sft.node_main"]
+    assert args[-4:-1] == ["-u", "-m", "hpc_sft.executors.slurm.node_main"]
     config = json.loads(config_path.read_text())
     assert config["data_path"].endswith(f"{HOSTILE}.jsonl") and config["ckpt_output_dir"].endswith(f"ckpt {HOSTILE}")
     assert config_path.parent.name == "42"

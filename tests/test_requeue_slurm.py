@@ -7,9 +7,9 @@ import pytest
 
 import hpc_sft
 from hpc_sft import jobs
-from hpc_sft.node_task import PLAN_TAG
+from hpc_sft.executors.slurm.node_task import PLAN_TAG
 from hpc_sft.progress import step_metrics
-from hpc_sft.resume import read_status
+from hpc_sft.requeue import read_status
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 

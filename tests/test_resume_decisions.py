@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from hpc_sft import checkpoints, ckpt_lock
-from hpc_sft.resume import Decision, StateFacts, decide, read_status, record_stop
+from hpc_sft.backends.instructlab import checkpoints
+from hpc_sft.rundir import lock as ckpt_lock
+from hpc_sft.requeue import Decision, StateFacts, decide, read_status, record_stop
 
 
 def test_finished_only_after_last_epoch_end_save():
@@ -85,7 +86,7 @@ def test_lock_refuses_a_second_live_writer(tmp_path):
 
 
 def test_grace_and_lead_are_checked_against_a_measured_save():
-    from hpc_sft.slurm_check import seconds, timing_warnings
+    from hpc_sft.executors.slurm.check import seconds, timing_warnings
 
     assert (seconds("00:00:30"), seconds("30"), seconds("1-00:00:05"), seconds("05:00")) == (30, 30, 86405, 300)
     assert timing_warnings(120, 30, None) == []  # nothing measured yet

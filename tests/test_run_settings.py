@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 import hpc_sft
-from hpc_sft import pipeline, run_settings
+from hpc_sft import pipeline
+from hpc_sft.rundir import settings as run_settings
 from tests.conftest import tiny_sft_kwargs, write_jsonl
 
 pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")

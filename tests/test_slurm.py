@@ -9,11 +9,11 @@ import pytest
 
 import hpc_sft
 from hpc_sft.api import split_values
-from hpc_sft.backends.instructlab import InstructLabTrainingSFTBackend
+from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
 from hpc_sft.launch import finalize
-from hpc_sft.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
-from hpc_sft.validate import build_config
-from hpc_sft.slurm_env import SlurmEnv, rendezvous
+from hpc_sft.executors.slurm.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
+from hpc_sft.config.validate import build_config
+from hpc_sft.executors.slurm.env import SlurmEnv, rendezvous
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 

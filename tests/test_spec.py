@@ -1,10 +1,10 @@
-"""sft()'s signature and the documented parameter dicts come from the one definition in hpc_sft.spec."""
+"""sft()'s signature and the documented parameter dicts come from the one definition in hpc_sft.config.spec."""
 import inspect
 
 import hpc_sft
-from hpc_sft import spec
+from hpc_sft.config import spec
 from hpc_sft.algorithms import SFTAlgorithm
-from hpc_sft.backends.instructlab import InstructLabTrainingSFTBackend
+from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
 from tests.conftest import REPO
 
 # The seed (training_hub) sft() signature, in order; all defaults None except backend.
@@ -57,22 +57,22 @@ def test_create_algorithm_default_and_errors():
 
 
 def test_generated_docs_are_up_to_date():
-    from hpc_sft.docgen import generated
+    from hpc_sft.config.docgen import generated
 
     for path, text in generated(REPO).items():
-        assert path.read_text() == text, f"{path} is stale; regenerate with: python -m hpc_sft.docgen"
+        assert path.read_text() == text, f"{path} is stale; regenerate with: python -m hpc_sft.config.docgen"
 
 
 def test_every_slurm_option_is_documented():
     import dataclasses
 
-    from hpc_sft.slurm_options import DOCS, SlurmOptions
+    from hpc_sft.config.slurm_options import DOCS, SlurmOptions
 
     assert list(DOCS) == [f.name for f in dataclasses.fields(SlurmOptions)]
 
 
 def test_parameter_reference_doc_is_generated_from_spec():
     doc = (REPO / "docs" / "parameters.md").read_text()
-    assert doc == spec.docs_markdown(), "regenerate with: python -m hpc_sft.docgen"
+    assert doc == spec.docs_markdown(), "regenerate with: python -m hpc_sft.config.docgen"
     for p in spec.PARAMS:
         assert f"`{p.name}`" in doc

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from hpc_sft.api import split_values
-from hpc_sft.backends import trl as tb
-from hpc_sft.backends import trl_checkpoints as tc
-from hpc_sft.backends import trl_launch as tl
-from hpc_sft.backends import trl_train as tt
-from hpc_sft.checkpoints import result_from_disk
+from hpc_sft.backends.trl import backend as tb
+from hpc_sft.backends.trl import checkpoints as tc
+from hpc_sft.backends.trl import launch as tl
+from hpc_sft.backends.trl import train as tt
+from hpc_sft.backends.instructlab.checkpoints import result_from_disk
 from hpc_sft.errors import ConfigError
 from hpc_sft.launch import Launch
-from hpc_sft.validate import build_config
+from hpc_sft.config.validate import build_config
 
 from .conftest import tiny_sft_kwargs
 from .loading import assert_loads_as_trained, newest_trl_checkpoint
@@ -46,7 +46,7 @@ def test_static_field_list_matches_the_real_class():
 
 
 def test_import_does_not_load_heavy_libraries():
-    code = ("import sys, hpc_sft.backends.trl; "
+    code = ("import sys, hpc_sft.backends.trl.backend; "
             "print([m for m in ('trl', 'transformers', 'datasets', 'torch', 'peft') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -258,7 +258,7 @@ def test_status_shows_the_newest_checkpoint_before_the_final_model(tmp_path):
 
 
 def test_progress_facts_for_the_requeue_decision(tmp_path):
-    from hpc_sft.resume import StateFacts, decide
+    from hpc_sft.requeue import StateFacts, decide
 
     assert tc.progress(tmp_path, 8, 2) == (None, None)
     fake_checkpoint(tmp_path, 6, {"global_step": 6, "max_steps": 16, "epoch": 0.75})

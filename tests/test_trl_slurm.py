@@ -4,9 +4,9 @@ import json
 import pytest
 
 import hpc_sft
-from hpc_sft.backends.trl_train import METRICS_NAME
+from hpc_sft.backends.trl.train import METRICS_NAME
 from hpc_sft.progress import run_status
-from hpc_sft.resume import read_status
+from hpc_sft.requeue import read_status
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
 from tests.test_requeue_slurm import preempt_at

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import hpc_sft
-from hpc_sft.validate import build_config
+from hpc_sft.config.validate import build_config
 from tests.conftest import write_jsonl
 
 
@@ -176,7 +176,7 @@ def test_bad_slurm_options(base_kwargs, slurm, words):
 @pytest.mark.parametrize("text,minutes", [("30", 30), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440),
                                           ("1-02:30", 1590), ("0-00:00:30", 1)])
 def test_time_formats(text, minutes):
-    from hpc_sft.slurm_options import time_to_minutes
+    from hpc_sft.config.slurm_options import time_to_minutes
 
     assert time_to_minutes(text) == minutes
 

@@ -1,11 +1,11 @@
 """A training parent as a Slurm node runs it (signal recorder, then the trl backend), for signal tests.
 
-Usage: python trl_node_child.py LAUNCH.json  (written by hpc_sft.backends.trl_launch.launch_file)
+Usage: python trl_node_child.py LAUNCH.json  (written by hpc_sft.backends.trl.launch.launch_file)
 """
 import sys
 
-from hpc_sft.backends.trl import TRLSFTBackend
-from hpc_sft.backends.trl_launch import read_launch_file
+from hpc_sft.backends.trl.backend import TRLSFTBackend
+from hpc_sft.backends.trl.launch import read_launch_file
 from hpc_sft.signals import SignalRecorder
 
 if __name__ == "__main__":

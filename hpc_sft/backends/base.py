@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 from ..errors import ConfigError, unknown_key
 
 if TYPE_CHECKING:
-    from ..resume import StateFacts
+    from ..requeue import StateFacts
 
 
 class Backend(ABC):
@@ -35,7 +35,7 @@ class Backend(ABC):
                 raise ConfigError(key, f"is set through sft()'s {cls.aliases[key]}",
                                   f"use {cls.aliases[key]} instead of {key}")
             if key not in cls.kwarg_fields:
-                from ..spec import BY_NAME
+                from ..config.spec import BY_NAME
 
                 raise unknown_key(key, cls.kwarg_fields, f"{cls.name} backend field", hints=BY_NAME)
 

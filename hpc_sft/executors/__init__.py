@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from ..registry import load
 
 EXECUTORS = {"local": "hpc_sft.executors.local:LocalExecutor",
-             "slurm": "hpc_sft.executors.slurm:SlurmExecutor"}
+             "slurm": "hpc_sft.executors.slurm.executor:SlurmExecutor"}
 # executor -> its pre-submit checks, `(plan, dry_run) -> Checks` (the local executor's live in the pipeline)
 CHECKS = {"local": "hpc_sft.pipeline:local_checks",
-          "slurm": "hpc_sft.executors.slurm:preflight"}
+          "slurm": "hpc_sft.executors.slurm.executor:preflight"}
 
 
 def get(name: str):

@@ -9,13 +9,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .. import ckpt_lock, jobs, run_settings
-from ..checkpoints import result_from_disk
+from .. import jobs
+from ..rundir import lock as ckpt_lock
+from ..rundir import settings as run_settings
+from ..backends.instructlab.checkpoints import result_from_disk
 from ..console import Console
 from ..errors import Interrupted, TrainingError
 from ..launch import Launch, finalize, local_launch
 from ..result import TrainingResult
-from ..resume import StateFacts, finished
+from ..requeue import StateFacts, finished
 from ..signals import WARNING_SIGNALS, SignalRecorder
 
 

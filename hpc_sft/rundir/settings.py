@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FILE = "hpc_sft_settings.json"
 # sft() parameters that do not change the trajectory: resources, placement, which extra files are written.
@@ -33,7 +33,7 @@ def data_fingerprint(path: str) -> str:
 
 def settings(config, free_kwargs: frozenset = frozenset()) -> dict[str, Any]:
     """The trajectory-relevant settings of a config, as plain JSON values."""
-    from .spec import PARAMS
+    from ..config.spec import PARAMS
 
     out = {p.name: getattr(config, p.name) for p in PARAMS if p.name not in FREE}
     out["model"] = os.path.abspath(os.path.expanduser(config.model_path))

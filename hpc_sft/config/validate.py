@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import registry
+from .. import registry
 from .datacheck import check_data_file
-from .errors import ConfigError, MissingPathError, unknown_key
+from ..errors import ConfigError, MissingPathError, unknown_key
 from .slurm_options import SlurmOptions
 from .spec import BY_NAME, KINDS, KWARGS_NAME, PARAMS, Param, SFTConfig
 

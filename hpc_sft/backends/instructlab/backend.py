@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import signals
-from .._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
-from ..errors import ConfigError, TrainingError
-from ..launch import Launch, worker_env
-from .base import Backend
+from ... import signals
+from ..._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
+from ...errors import ConfigError, TrainingError
+from ...launch import Launch, worker_env
+from ..base import Backend
 
 
 # TrainingArgs fields of instructlab-training 0.16.2 (a test compares this with the real class).
@@ -120,14 +120,14 @@ class InstructLabTrainingSFTBackend(Backend):
 
     def tidy_checkpoints(self, ckpt_dir: Path, say) -> None:
         """Finish an interrupted publish; move torn full states to quarantine/ (resume skips them)."""
-        from ..checkpoints import repair_and_quarantine
+        from .checkpoints import repair_and_quarantine
 
         repair_and_quarantine(ckpt_dir, say)
 
     def progress(self, config):
         """The newest complete full_state/epoch_E and what its training_metadata.json says."""
-        from ..checkpoints import newest_state
-        from ..resume import StateFacts
+        from .checkpoints import newest_state
+        from ...requeue import StateFacts
 
         path, meta = newest_state(Path(config.ckpt_output_dir))
         if not meta:

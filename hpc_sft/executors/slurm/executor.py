@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import ckpt_lock, jobs, slurm_check
-from ..errors import SubmitError, TrainingError
-from ..node_task import NodeTask
-from ..slurm_env import PORT_BASE, PORT_SPAN
-from . import Checks
-from .slurm_job import SlurmJob
+from ... import jobs
+from ...rundir import lock as ckpt_lock
+from . import check as slurm_check
+from ...errors import SubmitError, TrainingError
+from .node_task import NodeTask
+from .env import PORT_BASE, PORT_SPAN
+from .. import Checks
+from .job import SlurmJob
 
 
 def job_folder(config) -> Path:
@@ -87,7 +89,7 @@ def preflight(plan: SlurmPlan, dry_run: bool = False) -> Checks:
         if not dry_run:
             raise SubmitError(f"{problem}. Nothing was queued")
         return Checks(not_run=((CLUSTER_CHECK, problem), (TEST_ONLY, problem)))
-    from ..checkpoints import measured_save_seconds
+    from ...backends.instructlab.checkpoints import measured_save_seconds
 
     warnings = slurm_check.check_cluster(plan.config.slurm, measured_save_seconds(Path(plan.config.ckpt_output_dir)))
     slurm_check.test_only(plan.sbatch_script(), plan.config.slurm.additional)

@@ -10,18 +10,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import signals
-from ..errors import TrainingError
-from ..launch import Launch, worker_env
-from .trl_train import STOP_FILE_ENV
+from ... import signals
+from ...errors import TrainingError
+from ...launch import Launch, worker_env
+from .train import STOP_FILE_ENV
 
-WORKER = Path(__file__).resolve().parent / "trl_worker.py"
+WORKER = Path(__file__).resolve().parent / "worker.py"
 POLL_S = 0.2
 
 
 def launch_file(config, launch) -> Path:
     """Write the worker's arguments (config + launch) as JSON; return the path."""
-    from ..serialize import to_dict
+    from ...serialize import to_dict
 
     path = Path(config.ckpt_output_dir) / f"trl_launch_node{launch.node_rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +30,7 @@ def launch_file(config, launch) -> Path:
 
 
 def read_launch_file(path) -> tuple[Any, Launch]:
-    from ..serialize import from_dict
+    from ...serialize import from_dict
 
     data = json.loads(Path(path).read_text())
     launch = data["launch"]
@@ -59,7 +59,7 @@ def stop_file(config, launch) -> Path:
 
 def trl_worker_env(launch, stop: Path) -> dict[str, str]:
     """The full environment for torchrun: hpc_sft importable by trl_worker.py, and the stop file to poll."""
-    package_root = str(Path(__file__).resolve().parent.parent.parent)
+    package_root = str(Path(__file__).resolve().parents[3])  # the folder holding hpc_sft/
     return {**os.environ, **worker_env(launch, package_root), STOP_FILE_ENV: str(stop)}
 
 

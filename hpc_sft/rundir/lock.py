@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 LOCK = ".hpc_sft.lock"
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from ..errors import ConfigError, TrainingError
-from ..launch import Launch
-from .base import Backend
+from ...errors import ConfigError, TrainingError
+from ...launch import Launch
+from ..base import Backend
 
 # trl.SFTConfig init fields of trl 1.16.0 (a test compares this with the real class).
 SFTCONFIG_FIELDS = frozenset({
@@ -112,7 +112,7 @@ class TRLSFTBackend(Backend):
     def execute_training(self, config, launch) -> None:
         nproc = _nproc(launch)
         if nproc == 1 and launch.nnodes == 1:
-            from .trl_train import train
+            from .train import train
 
             try:
                 train(config, dataclasses.replace(launch, nproc_per_node=1), self.callbacks)
@@ -121,12 +121,12 @@ class TRLSFTBackend(Backend):
             except Exception as exc:
                 raise TrainingError(f"trl SFTTrainer failed: {type(exc).__name__}: {exc}") from exc
             return
-        from .trl_launch import run_torchrun
+        from .launch import run_torchrun
 
         run_torchrun(config, dataclasses.replace(launch, nproc_per_node=nproc))
 
     def progress(self, config):
-        from .trl_checkpoints import progress
+        from .checkpoints import progress
 
         return progress(config.ckpt_output_dir, config.effective_batch_size, config.num_epochs or 1)
 

@@ -1,7 +1,7 @@
 """Expand Slurm node lists such as 'gpu-[01-03,07]' or 'a[1-2],b3' into host names (pure)."""
 from __future__ import annotations
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 
 def expand_nodelist(text: str) -> list[str]:

@@ -1,18 +1,18 @@
-"""Entry point of standalone sbatch scripts: `python -m hpc_sft.node_main CONFIG.json` on every node."""
+"""Entry point of standalone sbatch scripts: `python -m hpc_sft.executors.slurm.node_main CONFIG.json` on every node."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-from .errors import HpcSftError
+from ...errors import HpcSftError
 from .node_task import NodeTask
-from .serialize import from_dict
+from ...serialize import from_dict
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m hpc_sft.node_main CONFIG.json", file=sys.stderr)
+        print("usage: python -m hpc_sft.executors.slurm.node_main CONFIG.json", file=sys.stderr)
         return 2
     config = from_dict(json.loads(Path(argv[0]).read_text()))
     try:

@@ -10,14 +10,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from . import ckpt_lock, datacache, jobs, registry, run_settings
-from .checkpoints import result_from_disk
-from .errors import ConfigError, SubmitError, TrainingError
-from .launch import Launch, finalize
-from .result import TrainingResult
-from .resume import decide, read_status, record_stop
-from .signals import SignalRecorder
-from .slurm_env import Rendezvous, SlurmEnv, rendezvous
+from ... import datacache, jobs, registry
+from ...rundir import lock as ckpt_lock
+from ...rundir import settings as run_settings
+from ...backends.instructlab.checkpoints import result_from_disk
+from ...errors import ConfigError, SubmitError, TrainingError
+from ...launch import Launch, finalize
+from ...result import TrainingResult
+from ...requeue import decide, read_status, record_stop
+from ...signals import SignalRecorder
+from .env import Rendezvous, SlurmEnv, rendezvous
 
 log = logging.getLogger("hpc_sft.node")
 PLAN_TAG = "HPC_SFT_NODE_PLAN"

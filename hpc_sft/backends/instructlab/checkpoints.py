@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ._worker.hpc_sft_shim.resume import MARKER, marker_problem  # the worker shim writes markers
-from .result import TrainingResult
+from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem  # the worker shim writes markers
+from ...result import TrainingResult
 
 SAMPLES_RE = re.compile(r"^samples_(\d+)$")
 
@@ -33,7 +33,7 @@ def metrics_file(ckpt_dir: Path) -> Optional[Path]:
 def result_from_disk(ckpt_dir: Path, restarts: int = 0) -> TrainingResult:
     """The TrainingResult of a finished run, read from its checkpoint directory; its final checkpoint is
     verified to load with from_pretrained as the saved weights (TrainingError otherwise)."""
-    from .model_check import verify_loadable
+    from ...model_check import verify_loadable
 
     ckpts = hf_checkpoints(ckpt_dir)
     samples, path = ckpts[-1] if ckpts else (None, None)
@@ -84,7 +84,7 @@ def read_metadata(path: Path) -> dict:
 
 def repair_and_quarantine(ckpt_dir: Path, log=None) -> list[Path]:
     """Before a run: finish or undo an interrupted publish, then move torn states aside."""
-    from ._worker.hpc_sft_shim.resume import repair_full_states
+    from ..._worker.hpc_sft_shim.resume import repair_full_states
 
     repair_full_states(ckpt_dir, log=log)
     return quarantine_torn(ckpt_dir, log)

@@ -9,9 +9,9 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from .. import signals
-from .._worker.hpc_sft_shim.resume import barrier
-from .trl_checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
+from ... import signals
+from ..._worker.hpc_sft_shim.resume import barrier
+from .checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
 
 log = logging.getLogger("hpc_sft.trl")
 METRICS_NAME = "training_params_and_metrics_global0.jsonl"
@@ -112,7 +112,7 @@ def train(config, launch, callbacks=()) -> None:
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from .trl import lora_args, map_args
+    from .backend import lora_args, map_args
 
     args = SFTConfig(**map_args(config, launch))
     tokenizer = AutoTokenizer.from_pretrained(config.model_path)

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from .._worker.hpc_sft_shim.resume import MARKER, marker_problem, write_marker  # one marker format for both
-from ..checkpoints import hf_checkpoints
-from ..resume import StateFacts
+from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem, write_marker  # one marker format for both
+from ..instructlab.checkpoints import hf_checkpoints
+from ...requeue import StateFacts
 
 log = logging.getLogger("hpc_sft.trl")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

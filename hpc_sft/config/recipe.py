@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .api import split_values
-from .errors import ConfigError, HpcSftError, SubmitError, did_you_mean
+from ..api import split_values
+from ..errors import ConfigError, HpcSftError, SubmitError, did_you_mean
 from .slurm_options import SlurmOptions
 from .spec import BY_NAME
 from .validate import build_config

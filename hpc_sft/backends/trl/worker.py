@@ -1,17 +1,12 @@
-"""Body of one torchrun worker for the trl backend: `torchrun ... trl_worker.py ARGS.json`."""
+"""Body of one torchrun worker for the trl backend: `torchrun ... worker.py ARGS.json`."""
 from __future__ import annotations
 
-import os
 import sys
-
-# torchrun puts this script's folder first on sys.path, where trl.py would shadow the real trl package
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 
 def main(argv: list[str]) -> int:
-    from hpc_sft.backends.trl_launch import read_launch_file
-    from hpc_sft.backends.trl_train import train
+    from hpc_sft.backends.trl.launch import read_launch_file
+    from hpc_sft.backends.trl.train import train
 
     config, launch = read_launch_file(argv[1])
     train(config, launch)

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..errors import TrainingError
-from ..result import TrainingResult
+from ...errors import TrainingError
+from ...result import TrainingResult
 
 
 class SlurmJob:

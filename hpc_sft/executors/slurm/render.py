@@ -5,9 +5,9 @@ import json
 import os
 import sys
 
-from .serialize import to_dict
-from .spec import PARAMS
-from .templating import render
+from ...serialize import to_dict
+from ...config.spec import PARAMS
+from ...templating import render
 
 EXAMPLES = {"model_path": '"/shared/models/Qwen2.5-7B-Instruct"', "data_path": '"data/train.jsonl"',
             "ckpt_output_dir": '"/shared/ckpt/run1"', "backend": '"instructlab-training"', "num_epochs": "3",

@@ -1,0 +1,1 @@
+"""The instructlab-training backend: the backend class and its full_state/epoch_E checkpoints."""
