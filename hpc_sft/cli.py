@@ -11,6 +11,7 @@ import click
 
 from . import executors, jobs
 from .config import recipe as recipes
+from .executors.slurm import client as slurm_client
 from .errors import HpcSftError
 
 
@@ -100,7 +101,7 @@ def _log_path(rec: dict, node: int, stderr: bool) -> Path:
 def _running(rec: dict) -> bool:
     if jobs.is_local(rec):
         return jobs.local_state(jobs.lookup(rec["job_id"]))["state"] == "RUNNING"
-    return jobs.slurm_state(rec["job_id"])["state"] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
+    return slurm_client.slurm_state(rec["job_id"])["state"] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
                                                         "COMPLETING")
 
 
@@ -140,7 +141,7 @@ def cancel(job: str) -> None:
         click.echo(f"sent SIGTERM to local run {rec['job_id']} (pid {rec['pid']}); it saves a full state and "
                    f"stops; checkpoints stay in {rec['ckpt_output_dir']}")
         return
-    jobs.cancel(rec["job_id"])
+    slurm_client.cancel(rec["job_id"])
     click.echo(f"cancelled job {rec['job_id']}; checkpoints stay in {rec['ckpt_output_dir']}")
 
 

@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Iterator, Optional
 
+from .rundir.layout import LOCAL_LOG, METRICS_FILE
+
 VERBOSE_ENV = "HPC_SFT_VERBOSE"  # 1: stream the backend's full output (the CLI's --verbose sets it)
-LOCAL_LOG = "hpc_sft_local.log"  # everything this process and its children printed, appended across runs
-METRICS = "training_params_and_metrics_global0.jsonl"
 ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b: ")  # 'SafetensorError: ...', 'RuntimeError: ...'
 INTERVAL_S = 5.0  # without a terminal: at most one progress line per interval (and the last one)
 
@@ -80,7 +80,7 @@ class Ticker:
     line every INTERVAL_S seconds; close() prints the last step on its own line."""
 
     def __init__(self, ckpt_dir, epochs: int, out: IO[str], interval: float = INTERVAL_S) -> None:
-        self.path, self.epochs, self.out, self.interval = Path(ckpt_dir) / METRICS, max(1, epochs), out, interval
+        self.path, self.epochs, self.out, self.interval = Path(ckpt_dir) / METRICS_FILE, max(1, epochs), out, interval
         self.offset = self.path.stat().st_size if self.path.is_file() else 0
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self.first: Optional[dict] = None

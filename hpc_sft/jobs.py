@@ -1,16 +1,16 @@
-"""Job records (~/.hpc-sft/jobs/ID.json: Slurm jobs and local runs) and Slurm queries for status/logs/cancel (no torch)."""
+"""Job records (~/.hpc-sft/jobs/ID.json: Slurm jobs and local runs), local-run state and cancel (no torch; the Slurm
+queries live in executors.slurm.client)."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError, SubmitError
+from .errors import ConfigError
 
 
 def home() -> Path:
@@ -126,45 +126,3 @@ def lookup(job_id: Optional[str]) -> dict:
         raise ConfigError("JOB", f"no record of job {job_id} in {folder}",
                           "pass a job id printed by `hpc-sft submit` (or set HPC_SFT_HOME)")
     return json.loads(path.read_text())
-
-
-def queued_for(ckpt_output_dir: str) -> list[str]:
-    """Ids of recorded jobs that write ckpt_output_dir and are still queued or running."""
-    folder, target = home() / "jobs", str(Path(ckpt_output_dir).resolve())
-    records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
-    ids = [r["job_id"] for r in records if r.get("ckpt_output_dir") == target and not is_local(r)]
-    if not ids:
-        return []
-    alive = set(run(["squeue", "-h", "-o", "%i"]).split())
-    return [i for i in ids if i in alive]
-
-
-def run(cmd: list[str], timeout: float = 30) -> str:
-    """Run a Slurm client command; SubmitError with its stderr when it fails or is missing."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise SubmitError(f"{cmd[0]} not found. Fix: run this on a Slurm login node (or load the slurm module)") \
-            from None
-    except subprocess.TimeoutExpired:
-        raise SubmitError(f"{' '.join(cmd)} did not answer in {timeout:.0f}s. Fix: check slurmctld") from None
-    if proc.returncode != 0:
-        raise SubmitError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def slurm_state(job_id: str) -> dict:
-    """{'state', 'restarts', 'elapsed'}: scontrol while slurmctld remembers the job, else sacct."""
-    try:
-        fields = dict(item.split("=", 1) for item in run(["scontrol", "show", "job", "-o", str(job_id)]).split()
-                      if "=" in item)
-        return {"state": fields.get("JobState", "UNKNOWN"), "restarts": int(fields.get("Restarts", 0)),
-                "elapsed": fields.get("RunTime", "")}
-    except SubmitError:  # purged from slurmctld's memory: ask the accounting database
-        out = run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,Elapsed"]).strip()
-        state, _, elapsed = (out.splitlines()[-1] if out else "UNKNOWN|").partition("|")
-        return {"state": state.split()[0] if state else "UNKNOWN", "restarts": None, "elapsed": elapsed}
-
-
-def cancel(job_id: str) -> None:
-    run(["scancel", str(job_id)])

@@ -6,10 +6,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from . import jobs
-from .backends.instructlab.checkpoints import hf_checkpoints, metrics_file
-
-STATUS_FILE = "hpc_sft_status.json"
+from . import jobs, registry
+from .executors.slurm import client as slurm_client
+from .rundir.layout import hf_checkpoints, metrics_file
+from .rundir.status import read_status
 
 
 def tail_lines(path: Path, max_bytes: int = 65536) -> list[str]:
@@ -64,9 +64,8 @@ def run_status(ckpt_dir: Path) -> dict:
     epochs = planned_epochs(ckpt_dir)
     total = last.get("total_samples") * epochs if last.get("total_samples") and epochs else None
     ckpts = hf_checkpoints(ckpt_dir)
-    last_ckpt = str(ckpts[-1][1]) if ckpts else newest_trainer_checkpoint(ckpt_dir)
-    record_path = Path(ckpt_dir) / STATUS_FILE
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    last_ckpt = str(ckpts[-1][1]) if ckpts else newest_backend_checkpoint(ckpt_dir)
+    record = read_status(ckpt_dir)
     return {"samples_seen": last.get("samples_seen"), "samples_total": total, "epoch": last.get("epoch"),
             "samples_per_epoch": last.get("total_samples"),
             "loss": last.get("avg_loss"), "last_checkpoint": last_ckpt,
@@ -74,12 +73,14 @@ def run_status(ckpt_dir: Path) -> dict:
             "outcome": record.get("outcome")}
 
 
-def newest_trainer_checkpoint(ckpt_dir: Path) -> Optional[str]:
-    """The trl backend's newest checkpoint-N (its final model appears in hf_format/ only at the end)."""
-    from .backends.trl.checkpoints import checkpoints
-
-    found = checkpoints(ckpt_dir)
-    return str(found[0][1]) if found else None
+def newest_backend_checkpoint(ckpt_dir: Path) -> Optional[str]:
+    """Before any hf_format/samples_N exists: the newest checkpoint a backend keeps in its own format
+    (each registered backend is asked through its newest_checkpoint hook; none is imported heavily)."""
+    for backend in registry.backend_classes():
+        found = backend.newest_checkpoint(Path(ckpt_dir))
+        if found is not None:
+            return str(found)
+    return None
 
 
 def job_status(rec: dict) -> dict:
@@ -87,7 +88,7 @@ def job_status(rec: dict) -> dict:
     local = jobs.is_local(rec)
     info = {"job_id": rec["job_id"], "executor": "local" if local else "slurm",
             "ckpt_output_dir": rec["ckpt_output_dir"], "logs": rec.get("log") if local else rec["folder"]}
-    info.update(jobs.local_state(rec) if local else jobs.slurm_state(rec["job_id"]))
+    info.update(jobs.local_state(rec) if local else slurm_client.slurm_state(rec["job_id"]))
     info.update(run_status(Path(rec["ckpt_output_dir"])))
     if local:
         info.update(pid=rec.get("pid"), signal=rec.get("signal"), last_complete_state=rec.get("last_complete_state"),

@@ -37,5 +37,10 @@ def backend_class(name: str | None, algorithm: str = "sft"):
     return load(backends[name])
 
 
+def backend_classes(algorithm: str = "sft") -> list:
+    """Every backend class registered for `algorithm`, the default first (for questions asked of all)."""
+    return [load(path) for path in _entry(algorithm)[1].values()]
+
+
 def algorithm_class(name: str):
     return load(_entry(name)[0])

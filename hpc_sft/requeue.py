@@ -1,14 +1,10 @@
-"""Requeue decisions (pure) and the status record users read with `hpc-sft status`."""
+"""Requeue decisions, pure: (newest state facts, restarts, budget, earlier stops) -> finish | requeue | give up.
+
+The status record these decisions are written to lives in rundir.status."""
 from __future__ import annotations
 
-import json
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
-
-from .progress import STATUS_FILE
 
 
 @dataclass(frozen=True)
@@ -45,30 +41,3 @@ def decide(state: Optional[StateFacts], num_epochs: int, restarts: int, max_requ
         return Decision("give_up", f"{why}; no progress in the last two runs (stuck at {samples} samples). "
                                    "Fix: make the time limit longer than startup + one checkpoint")
     return Decision("requeue", f"{why}; requeueing to resume from {samples} samples")
-
-
-def read_status(ckpt_dir: Path) -> dict:
-    path = Path(ckpt_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {"stops": []}
-
-
-def write_status(ckpt_dir: Path, status: dict) -> None:
-    """Atomically replace the status record."""
-    path = Path(ckpt_dir) / STATUS_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(status, indent=1))
-    os.replace(tmp, path)
-
-
-def record_stop(ckpt_dir: Path, job_id: str, restarts: int, decision: Decision,
-                state: Optional[StateFacts], last_state: Optional[str]) -> dict:
-    """Append this run's stop to the status record and set the outcome."""
-    status = read_status(ckpt_dir)
-    status.setdefault("stops", []).append({
-        "restart": restarts, "job_id": job_id, "action": decision.action, "reason": decision.reason,
-        "samples_seen": state.samples_seen if state else 0, "time": time.time()})
-    status.update(job_id=job_id, restarts=restarts, last_complete_state=last_state,
-                  samples_seen=state.samples_seen if state else 0,
-                  outcome={"finish": "finished", "requeue": "requeued", "give_up": "gave up"}[decision.action])
-    write_status(ckpt_dir, status)
-    return status

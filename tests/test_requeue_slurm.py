@@ -6,10 +6,10 @@ import time
 import pytest
 
 import hpc_sft
-from hpc_sft import jobs
+from hpc_sft.executors.slurm import client as slurm_client
 from hpc_sft.executors.slurm.node_task import PLAN_TAG
 from hpc_sft.progress import step_metrics
-from hpc_sft.requeue import read_status
+from hpc_sft.rundir.status import read_status
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 
@@ -68,7 +68,7 @@ def preempt_at(job, targets, progress) -> None:
     for number, target in enumerate(targets, start=1):
         wait_until(lambda: progress() >= target, 300, f"{target} samples")
         preempt()
-        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
+        wait_until(lambda: (slurm_client.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
 
 
 def submit(tiny_model, data, ckpt, nodes, slurm_over=None, **over):
@@ -140,7 +140,7 @@ def test_no_progress_guard_stops_a_loop(slurm_cluster, tiny_model, data_1200, tm
         if job.done():
             break
         subprocess.run(["scancel", "-s", "USR2", job.job_id], check=True)
-        wait_until(lambda: (jobs.slurm_state(job.job_id)["restarts"] or 0) >= run or job.done(), 120,
+        wait_until(lambda: (slurm_client.slurm_state(job.job_id)["restarts"] or 0) >= run or job.done(), 120,
                    f"end of run {run}")
     with pytest.raises(RuntimeError, match="failed"):
         job.wait(timeout_s=120)

@@ -6,7 +6,9 @@ import pytest
 
 from hpc_sft.backends.instructlab import checkpoints
 from hpc_sft.rundir import lock as ckpt_lock
-from hpc_sft.requeue import Decision, StateFacts, decide, read_status, record_stop
+from hpc_sft.requeue import Decision, StateFacts, decide
+from hpc_sft.rundir.layout import LOCK_FILE
+from hpc_sft.rundir.status import read_status, record_stop
 
 
 def test_finished_only_after_last_epoch_end_save():
@@ -73,11 +75,11 @@ def test_marker_sizes_are_checked(tmp_path):
 
 def test_lock_refuses_a_second_live_writer(tmp_path):
     ckpt_lock.acquire(tmp_path, None)
-    (tmp_path / ckpt_lock.LOCK).write_text(json.dumps({"job_id": None, "host": os.uname().nodename,
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"job_id": None, "host": os.uname().nodename,
                                                         "pid": os.getppid()}))
     with pytest.raises(RuntimeError, match="is in use by pid"):
         ckpt_lock.acquire(tmp_path, None)
-    (tmp_path / ckpt_lock.LOCK).write_text(json.dumps({"job_id": None, "host": os.uname().nodename,
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"job_id": None, "host": os.uname().nodename,
                                                         "pid": 2 ** 22 + 12345}))
     ckpt_lock.acquire(tmp_path, None)  # a dead owner's lock is taken over
     assert ckpt_lock.holder(tmp_path)["pid"] == os.getpid()

@@ -97,7 +97,7 @@ def test_rendered_standalone_script_trains_on_the_cluster(slurm_cluster, tiny_mo
     from click.testing import CliRunner
 
     from hpc_sft.cli import main
-    from hpc_sft.jobs import slurm_state
+    from hpc_sft.executors.slurm.client import slurm_state
 
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'executor = "slurm"\n[sft]\nmodel_path = "{tiny_model}"\ndata_path = "{tiny_data}"\n'

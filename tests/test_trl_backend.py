@@ -14,8 +14,9 @@ from hpc_sft.api import split_values
 from hpc_sft.backends.trl import backend as tb
 from hpc_sft.backends.trl import checkpoints as tc
 from hpc_sft.backends.trl import launch as tl
+from hpc_sft.backends.trl import mapping as tm
 from hpc_sft.backends.trl import train as tt
-from hpc_sft.backends.instructlab.checkpoints import result_from_disk
+from hpc_sft.rundir.layout import METRICS_FILE, result_from_disk
 from hpc_sft.errors import ConfigError
 from hpc_sft.launch import Launch
 from hpc_sft.config.validate import build_config
@@ -41,8 +42,8 @@ def cpu(nproc=1, nnodes=1):
 
 def test_static_field_list_matches_the_real_class():
     real = {f.name for f in dataclasses.fields(real_trl.SFTConfig) if f.init}
-    assert tb.SFTCONFIG_FIELDS == real
-    assert set(tb.ALIASES) <= real and tb.SAME_NAME <= real
+    assert tm.SFTCONFIG_FIELDS == real
+    assert set(tm.ALIASES) <= real and tm.SAME_NAME <= real
 
 
 def test_import_does_not_load_heavy_libraries():
@@ -58,7 +59,7 @@ def test_mapping_against_real_sftconfig(base_kwargs):
     base_kwargs.pop("max_tokens_per_gpu")
     config = trl_config({"seed": 7, "lr_scheduler_type": "constant", "packing": True}, **{
         **base_kwargs, "effective_batch_size": 16, "num_epochs": 3, "save_samples": 50, "warmup_steps": 2})
-    args = real_trl.SFTConfig(**tb.map_args(config, cpu()))
+    args = real_trl.SFTConfig(**tm.map_args(config, cpu()))
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 1)
     assert (args.num_train_epochs, args.learning_rate, args.warmup_steps, args.max_length) == (3, 1e-4, 2, 128)
     assert args.output_dir == base_kwargs["ckpt_output_dir"]
@@ -78,21 +79,21 @@ def test_mapping_against_real_sftconfig(base_kwargs):
 def test_effective_batch_arithmetic_with_world_size(base_kwargs, nproc, nnodes, max_tokens, expect):
     config = dataclasses.replace(trl_config(**{**base_kwargs, "effective_batch_size": 16}),
                                  max_tokens_per_gpu=max_tokens)
-    args = real_trl.SFTConfig(**tb.map_args(config, cpu(nproc, nnodes)))
+    args = real_trl.SFTConfig(**tm.map_args(config, cpu(nproc, nnodes)))
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == expect
     assert expect[0] * expect[1] * nproc * nnodes == 16
 
 
 def test_save_per_epoch_and_no_cpu_flag_on_cuda(base_kwargs):
     config = trl_config(**base_kwargs, save_samples=0)
-    kw = tb.map_args(config, Launch(nproc_per_node=1, device="cuda"))
+    kw = tm.map_args(config, Launch(nproc_per_node=1, device="cuda"))
     assert kw["save_strategy"] == "epoch" and "save_steps" not in kw and "use_cpu" not in kw
 
 
 def test_impossible_effective_batch_is_a_clear_error(base_kwargs):
     config = trl_config(**{**base_kwargs, "effective_batch_size": 6})
     with pytest.raises(ConfigError) as err:
-        tb.map_args(config, cpu(2, 2))
+        tm.map_args(config, cpu(2, 2))
     assert err.value.key == "effective_batch_size" and "divisible by the 4" in str(err.value)
 
 
@@ -101,10 +102,10 @@ def test_lora_maps_to_a_real_lora_config(base_kwargs):
 
     config = trl_config({"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_target_modules": ["q_proj"]},
                         **base_kwargs)
-    lora = LoraConfig(**tb.lora_args(config))
+    lora = LoraConfig(**tm.lora_args(config))
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules)) == (4, 8, 0.0, {"q_proj"})
-    assert "lora_r" not in tb.map_args(config, cpu())
-    assert tb.lora_args(trl_config(**base_kwargs)) is None
+    assert "lora_r" not in tm.map_args(config, cpu())
+    assert tm.lora_args(trl_config(**base_kwargs)) is None
 
 
 # ---------------------------------------------------------------- kwarg and value checks
@@ -323,7 +324,7 @@ def weights(ckpt: Path) -> dict:
 
 
 def losses(ckpt: Path) -> list[float]:
-    rows = [json.loads(line) for line in (ckpt / tt.METRICS_NAME).read_text().splitlines()]
+    rows = [json.loads(line) for line in (ckpt / METRICS_FILE).read_text().splitlines()]
     return [row["loss"] for row in rows if "loss" in row]
 
 
@@ -338,7 +339,7 @@ def test_real_cpu_run_writes_hf_format_and_learns(tiny_model, tiny_data, tmp_pat
     assert result.samples_seen == 256 and result.checkpoint_path == ckpt / "hf_format" / "samples_256"
     assert (result.checkpoint_path / "config.json").is_file()
     assert (result.checkpoint_path / "tokenizer_config.json").is_file()
-    assert result.metrics_file == ckpt / tt.METRICS_NAME
+    assert result.metrics_file == ckpt / METRICS_FILE
     seen = losses(ckpt)
     assert len(seen) == 16 and seen[-1] < seen[0]
     assert_loads_as_trained(result.checkpoint_path, newest_trl_checkpoint(ckpt), tiny_model)
@@ -375,7 +376,7 @@ def test_resume_skips_torn_checkpoint_and_is_bit_identical(tiny_model, small_dat
         tb.TRLSFTBackend().execute_training(config_b, cpu())
     assert "checkpoint-11 is torn (missing optimizer.pt)" in caplog.text
     assert f"resuming from {b / 'checkpoint-10'}" in caplog.text
-    rows = [json.loads(line) for line in (b / tt.METRICS_NAME).read_text().splitlines()]
+    rows = [json.loads(line) for line in (b / METRICS_FILE).read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [*range(1, 12), *range(11, 17)]  # not from scratch
 
     assert result_from_disk(a).samples_seen == result_from_disk(b).samples_seen == 128
@@ -424,7 +425,7 @@ def test_lora_run_saves_a_merged_loadable_model(tiny_model, small_data, tmp_path
 
 
 def samples_logged(ckpt: Path) -> int:
-    path = ckpt / tt.METRICS_NAME
+    path = ckpt / METRICS_FILE
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     return max([row.get("samples_seen", 0) for row in rows] or [0])
 

@@ -4,9 +4,9 @@ import json
 import pytest
 
 import hpc_sft
-from hpc_sft.backends.trl.train import METRICS_NAME
 from hpc_sft.progress import run_status
-from hpc_sft.requeue import read_status
+from hpc_sft.rundir.layout import METRICS_FILE
+from hpc_sft.rundir.status import read_status
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
 from tests.test_requeue_slurm import preempt_at
@@ -34,7 +34,7 @@ def trl_kwargs(tiny_model, data, ckpt):
 
 
 def samples_now(ckpt) -> int:
-    path = ckpt / METRICS_NAME
+    path = ckpt / METRICS_FILE
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     return max([row.get("samples_seen", 0) for row in rows] or [0])
 

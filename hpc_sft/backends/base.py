@@ -63,6 +63,12 @@ class Backend(ABC):
     def tidy_checkpoints(self, ckpt_dir: Path, say: Callable[[str], None]) -> None:
         """Before training starts: repair or set aside what an interrupted save left behind."""
 
+    @classmethod
+    def newest_checkpoint(cls, ckpt_dir: Path) -> Optional[Path]:
+        """The newest checkpoint this backend keeps in its own format in ckpt_dir, for `hpc-sft status` before
+        any hf_format/samples_N exists (None: none, or the backend keeps none). No heavy imports."""
+        return None
+
     @abstractmethod
     def progress(self, config) -> tuple[Optional[StateFacts], Optional[Path]]:
         """Facts of the newest complete resumable state on disk (None if none) and its path: the

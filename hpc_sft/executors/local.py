@@ -12,7 +12,7 @@ from typing import Iterator, Optional
 from .. import jobs
 from ..rundir import lock as ckpt_lock
 from ..rundir import settings as run_settings
-from ..backends.instructlab.checkpoints import result_from_disk
+from ..rundir.layout import node_log, result_from_disk
 from ..console import Console
 from ..errors import Interrupted, TrainingError
 from ..launch import Launch, finalize, local_launch
@@ -165,4 +165,4 @@ def relative(path: Optional[Path], ckpt: Path) -> Optional[Path]:
 
 
 def full_log(ckpt: Path) -> Path:
-    return ckpt / "full_logs_global0.log"
+    return ckpt / node_log(0)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import TrainingError
+from .layout import LOCK_FILE
 
-LOCK = ".hpc_sft.lock"
 
 
 def owner_here(job_id: Optional[str]) -> dict:
@@ -36,7 +36,7 @@ def alive(owner: dict) -> bool:
 
 
 def holder(ckpt_dir: Path) -> Optional[dict]:
-    path = Path(ckpt_dir) / LOCK
+    path = Path(ckpt_dir) / LOCK_FILE
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
@@ -56,8 +56,8 @@ def acquire(ckpt_dir: Path, job_id: Optional[str]) -> Path:
     """Take the lock (a requeued run of the same job takes it over)."""
     Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
     check_free(ckpt_dir, job_id)
-    path = Path(ckpt_dir) / LOCK
-    tmp = path.with_name(f"{LOCK}.{socket.gethostname()}.{os.getpid()}")
+    path = Path(ckpt_dir) / LOCK_FILE
+    tmp = path.with_name(f"{LOCK_FILE}.{socket.gethostname()}.{os.getpid()}")
     tmp.write_text(json.dumps(owner_here(job_id)))
     os.replace(tmp, path)
     return path
@@ -66,4 +66,4 @@ def acquire(ckpt_dir: Path, job_id: Optional[str]) -> Path:
 def release(ckpt_dir: Path) -> None:
     owner = holder(ckpt_dir)
     if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-        (Path(ckpt_dir) / LOCK).unlink(missing_ok=True)
+        (Path(ckpt_dir) / LOCK_FILE).unlink(missing_ok=True)

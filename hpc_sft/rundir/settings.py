@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
+from .layout import PROGRESS, SETTINGS_FILE
 
-FILE = "hpc_sft_settings.json"
 # sft() parameters that do not change the trajectory: resources, placement, which extra files are written.
 FREE = frozenset({"data_output_dir", "save_samples", "checkpoint_at_epoch", "accelerate_full_state_at_epoch",
                   "nproc_per_node", "nnodes", "node_rank", "rdzv_id", "rdzv_endpoint", "executor", "slurm",
                   "device", "settings_changed", "data_path", "model_path"})
-PROGRESS = ("full_state", "hf_format", "checkpoint-*")  # anything a resume would start from
 SAMPLE = 1 << 20  # bytes read from each end of the data file for its fingerprint
 
 
@@ -48,7 +47,7 @@ def has_progress(ckpt: Path) -> bool:
 
 def recorded(ckpt: Path) -> Optional[dict]:
     try:
-        return json.loads((Path(ckpt) / FILE).read_text())["settings"]
+        return json.loads((Path(ckpt) / SETTINGS_FILE).read_text())["settings"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -86,6 +85,6 @@ def record(config, free_kwargs: frozenset = frozenset()) -> None:
     if old == new:
         return
     body = {"settings": new, **({"before": old} if old is not None else {})}
-    tmp = ckpt / f".{FILE}.{os.getpid()}.tmp"
+    tmp = ckpt / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
-    os.replace(tmp, ckpt / FILE)
+    os.replace(tmp, ckpt / SETTINGS_FILE)

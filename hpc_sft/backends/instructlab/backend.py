@@ -10,6 +10,7 @@ from ... import signals
 from ..._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
 from ...errors import ConfigError, TrainingError
 from ...launch import Launch, worker_env
+from ...rundir.layout import node_log
 from ..base import Backend
 
 
@@ -89,7 +90,7 @@ class InstructLabTrainingSFTBackend(Backend):
         from instructlab.training import TorchrunArgs, TrainingArgs, run_training
 
         torch_kw, train_kw = map_args(config, launch)
-        log = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
+        log = Path(config.ckpt_output_dir) / node_log(launch.node_rank)
         armed: list = []
         self.stop_signal = None  # set when instructlab-training's own handler caught a signal
         with environment(training_env(launch)), replay_early_signal(), remember_handlers(armed):

@@ -1,4 +1,4 @@
-"""Read what a run left in ckpt_output_dir: hf_format checkpoints, metrics, and full training states."""
+"""instructlab-training's full training states full_state/epoch_E: complete or torn, repair, quarantine, save time."""
 from __future__ import annotations
 
 import json
@@ -9,49 +9,15 @@ from pathlib import Path
 from typing import Optional
 
 from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem  # the worker shim writes markers
-from ...result import TrainingResult
+from ...rundir.layout import FULL_STATE, QUARANTINE
 
-SAMPLES_RE = re.compile(r"^samples_(\d+)$")
-
-
-def hf_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """(samples, path) of every complete hf_format/samples_N checkpoint, oldest first."""
-    root = Path(ckpt_dir) / "hf_format"
-    found = []
-    for child in root.iterdir() if root.is_dir() else ():
-        match = SAMPLES_RE.match(child.name)
-        if match and (child / "config.json").is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def metrics_file(ckpt_dir: Path) -> Optional[Path]:
-    path = Path(ckpt_dir) / "training_params_and_metrics_global0.jsonl"
-    return path if path.is_file() else None
-
-
-def result_from_disk(ckpt_dir: Path, restarts: int = 0) -> TrainingResult:
-    """The TrainingResult of a finished run, read from its checkpoint directory; its final checkpoint is
-    verified to load with from_pretrained as the saved weights (TrainingError otherwise)."""
-    from ...model_check import verify_loadable
-
-    ckpts = hf_checkpoints(ckpt_dir)
-    samples, path = ckpts[-1] if ckpts else (None, None)
-    last = Path(ckpt_dir) / "hf_format" / "last_epoch"
-    if path is None and (last / "config.json").is_file():
-        path = last
-    if path is not None:
-        verify_loadable(path)
-    return TrainingResult(Path(ckpt_dir), path, samples, metrics_file(ckpt_dir), restarts)
-
-
-# ---- full training states (compute side: reading metadata imports torch) ----
+# reading metadata imports torch (compute side)
 REQUIRED = ("training_metadata.json", "optimizer.bin", "scheduler.bin")
 
 
 def full_states(ckpt_dir: Path) -> list[Path]:
     """full_state/epoch_E directories, newest (largest E, as instructlab-training picks) first."""
-    root = Path(ckpt_dir) / "full_state"
+    root = Path(ckpt_dir) / FULL_STATE
     found = [p for p in root.iterdir() if re.fullmatch(r"epoch_\d+", p.name)] if root.is_dir() else []
     return sorted(found, key=lambda p: int(p.name.rsplit("_", 1)[1]), reverse=True)
 
@@ -97,7 +63,7 @@ def quarantine_torn(ckpt_dir: Path, log=None) -> list[Path]:
         problem = state_problem(path)
         if problem is None:
             continue
-        target = Path(ckpt_dir) / "quarantine" / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        target = Path(ckpt_dir) / QUARANTINE / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(path, target)
         moved.append(target)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem, write_marker  # one marker format for both
-from ..instructlab.checkpoints import hf_checkpoints
 from ...requeue import StateFacts
+from ...rundir.layout import hf_checkpoints
 
 log = logging.getLogger("hpc_sft.trl")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

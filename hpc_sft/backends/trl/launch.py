@@ -13,6 +13,7 @@ from typing import Any
 from ... import signals
 from ...errors import TrainingError
 from ...launch import Launch, worker_env
+from ...rundir.layout import node_log, trl_launch_file, trl_stop_file
 from .train import STOP_FILE_ENV
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -23,7 +24,7 @@ def launch_file(config, launch) -> Path:
     """Write the worker's arguments (config + launch) as JSON; return the path."""
     from ...serialize import to_dict
 
-    path = Path(config.ckpt_output_dir) / f"trl_launch_node{launch.node_rank}.json"
+    path = Path(config.ckpt_output_dir) / trl_launch_file(launch.node_rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"config": to_dict(config), "launch": dataclasses.asdict(launch)}, default=str))
     return path
@@ -54,7 +55,7 @@ def torchrun_command(launch, args_file) -> list[str]:
 
 def stop_file(config, launch) -> Path:
     """Unique to the run and the node (never shared between nodes or jobs)."""
-    return Path(config.ckpt_output_dir) / f".hpc_sft_stop.{launch.rdzv_id}.node{launch.node_rank}"
+    return Path(config.ckpt_output_dir) / trl_stop_file(launch.rdzv_id, launch.node_rank)
 
 
 def trl_worker_env(launch, stop: Path) -> dict[str, str]:
@@ -74,7 +75,7 @@ def wait_forwarding_stop(proc: subprocess.Popen, stop: Path) -> int:
 
 def run_torchrun(config, launch) -> None:
     args_file = launch_file(config, launch)
-    logfile = Path(config.ckpt_output_dir) / f"full_logs_global{launch.node_rank}.log"
+    logfile = Path(config.ckpt_output_dir) / node_log(launch.node_rank)
     stop = stop_file(config, launch)
     stop.unlink(missing_ok=True)  # a requeued job keeps its id: never inherit the last run's request
     with open(logfile, "a") as out:

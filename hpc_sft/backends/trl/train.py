@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ... import signals
 from ..._worker.hpc_sft_shim.resume import barrier
+from ...rundir.layout import HF_FORMAT, METRICS_FILE
 from .checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
 
 log = logging.getLogger("hpc_sft.trl")
-METRICS_NAME = "training_params_and_metrics_global0.jsonl"
 STOP_FILE_ENV = "HPC_SFT_TRL_STOP_FILE"  # the node's parent creates it when Slurm's warning signal arrives
 
 
@@ -52,7 +52,7 @@ def hpc_sft_callback(config):
     in the callback list so that it sees every other callback's save request."""
     from transformers import TrainerCallback
 
-    metrics = Path(config.ckpt_output_dir) / METRICS_NAME
+    metrics = Path(config.ckpt_output_dir) / METRICS_FILE
 
     def checkpoint_dir(args, state) -> Path:
         return Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -112,7 +112,7 @@ def train(config, launch, callbacks=()) -> None:
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from .backend import lora_args, map_args
+    from .mapping import lora_args, map_args
 
     args = SFTConfig(**map_args(config, launch))
     tokenizer = AutoTokenizer.from_pretrained(config.model_path)
@@ -137,7 +137,7 @@ def train(config, launch, callbacks=()) -> None:
 def save_final(trainer, config, merged_lora: bool) -> Path:
     """Write {ckpt}/hf_format/samples_N (N = global_step x effective batch) atomically."""
     samples = trainer.state.global_step * config.effective_batch_size
-    root = Path(config.ckpt_output_dir) / "hf_format"
+    root = Path(config.ckpt_output_dir) / HF_FORMAT
     final, tmp = root / f"samples_{samples}", root / f".samples_{samples}.tmp"
     if not merged_lora:
         trainer.save_model(str(tmp))  # collective under DDP/FSDP: every rank calls it

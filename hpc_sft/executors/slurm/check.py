@@ -8,7 +8,7 @@ import subprocess
 from typing import Mapping, Optional
 
 from ...errors import ConfigError, SubmitError
-from ...jobs import run
+from .client import run
 from ...config.slurm_options import time_to_minutes
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from ... import jobs
 from ...rundir import lock as ckpt_lock
 from . import check as slurm_check
+from . import client
 from ...errors import SubmitError, TrainingError
 from .node_task import NodeTask
 from .env import PORT_BASE, PORT_SPAN
@@ -110,7 +111,7 @@ class SlurmExecutor:
             raise SubmitError(f"{problem}. Nothing was queued")
         ckpt = Path(plan.config.ckpt_output_dir).resolve()
         ckpt_lock.check_free(ckpt)
-        waiting = jobs.queued_for(str(ckpt))
+        waiting = client.queued_for(str(ckpt))
         if waiting:
             raise TrainingError(f"ckpt_output_dir {ckpt} is in use by Slurm job {waiting[0]} (queued). Fix: wait for "
                                 "it, cancel it, or choose another ckpt_output_dir")

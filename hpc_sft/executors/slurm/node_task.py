@@ -10,15 +10,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from ... import datacache, jobs, registry
+from ... import datacache, registry
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
-from ...backends.instructlab.checkpoints import result_from_disk
+from ...rundir.layout import result_from_disk
 from ...errors import ConfigError, SubmitError, TrainingError
 from ...launch import Launch, finalize
 from ...result import TrainingResult
-from ...requeue import decide, read_status, record_stop
+from ...requeue import decide
+from ...rundir.status import read_status, record_stop
 from ...signals import SignalRecorder
+from . import client
 from .env import Rendezvous, SlurmEnv, rendezvous
 
 log = logging.getLogger("hpc_sft.node")
@@ -81,7 +83,7 @@ def setup_logging() -> None:
 def requeue(job_id: str) -> None:
     """Put this job back in the queue (same id, SLURM_RESTART_COUNT + 1)."""
     try:
-        jobs.run(["scontrol", "requeue", str(job_id)], timeout=60)
+        client.run(["scontrol", "requeue", str(job_id)], timeout=60)
         log.info("requeued job %s", job_id)
     except SubmitError as exc:  # e.g. Slurm is already requeueing it after a preemption
         log.warning("scontrol requeue %s: %s", job_id, exc)
