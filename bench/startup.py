@@ -19,10 +19,9 @@ from _report import write_section  # noqa: E402
 
 def bare_run(model: Path, data: Path, ckpt: Path, data_dir: Path, process_data: bool) -> float:
     """Seconds from calling run_training to its first logged step (same settings, CPU shim on)."""
-    from hpc_sft.api import split_values
     from hpc_sft.backends.instructlab import backend as ilt
+    from hpc_sft.config.validate import build_config, split_values
     from hpc_sft.launch import Launch
-    from hpc_sft.config.validate import build_config
     from instructlab.training import TorchrunArgs, TrainingArgs, run_training
 
     config = build_config(*split_values(sft_kwargs(model, data, ckpt, data_output_dir=str(data_dir))))

@@ -3,10 +3,10 @@ from .algorithms import Algorithm, SFTAlgorithm, create_algorithm
 from .api import sft
 from .backends.base import Backend
 from .backends.instructlab.backend import InstructLabTrainingSFTBackend
-from .errors import ConfigError, HpcSftError, MissingPathError, SubmitError, TrainingError
-from .result import TrainingResult
 from .config.slurm_options import SlurmOptions
 from .config.spec import SFTConfig
+from .errors import ConfigError, HpcSftError, MissingPathError, SubmitError, TrainingError
+from .result import TrainingResult
 
 __all__ = [
     "Algorithm", "Backend", "ConfigError", "HpcSftError", "InstructLabTrainingSFTBackend", "MissingPathError",

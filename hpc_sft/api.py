@@ -3,24 +3,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from . import pipeline
+from .config.spec import KWARGS_NAME, PARAMS, signature
 from .errors import ConfigError
-from .config.spec import BY_NAME, KWARGS_NAME, PARAMS, signature
-from .config.validate import build_config
 
 SIGNATURE = signature()
 
 
-def split_values(values: Mapping[str, Any]) -> tuple[dict, dict]:
-    """(sft() parameters, backend kwargs) from one flat mapping."""
-    named = {k: v for k, v in values.items() if k in BY_NAME}
-    return named, {k: v for k, v in values.items() if k not in BY_NAME}
-
-
 def run_sft(values: Mapping[str, Any], backend=None) -> Any:
     """Validate, plan, check and run/submit one sft() call given as a flat mapping (hpc_sft.pipeline)."""
-    from . import pipeline
-
-    return pipeline.run(build_config(*split_values(values)), backend)
+    return pipeline.run(pipeline.validate(values), backend)
 
 
 def sft(*args: Any, **kwargs: Any) -> Any:

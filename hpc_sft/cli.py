@@ -11,8 +11,8 @@ import click
 
 from . import executors, jobs
 from .config import recipe as recipes
-from .executors.slurm import client as slurm_client
 from .errors import HpcSftError
+from .executors.slurm import client as slurm_client
 
 
 class Group(click.Group):

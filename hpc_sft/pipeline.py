@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import executors, registry
-from .rundir import settings as run_settings
+from .config.validate import build_config, check_tokenizer, split_values
 from .errors import ConfigError
 from .executors import Checks
-from .config.validate import build_config, check_tokenizer
+from .rundir import settings as run_settings
 
 log = logging.getLogger("hpc_sft")
 MODEL_FILES = "model_path files (config.json, tokenizer)"
@@ -30,8 +30,6 @@ class Prepared:
 
 def validate(values: Mapping[str, Any]):
     """The SFTConfig of one flat mapping of sft() arguments (backend kwargs included)."""
-    from .api import split_values
-
     return build_config(*split_values(values))
 
 

@@ -1,10 +1,9 @@
 """Our config maps onto instructlab-training's real TorchrunArgs/TrainingArgs as training_hub documents."""
 import pytest
 
-from hpc_sft.api import split_values
 from hpc_sft.backends.instructlab import backend as ilt
+from hpc_sft.config.validate import build_config, split_values
 from hpc_sft.launch import WORKER_DIR, Launch
-from hpc_sft.config.validate import build_config
 
 real = pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")
 

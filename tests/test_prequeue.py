@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import hpc_sft
-from hpc_sft.errors import ConfigError
 from hpc_sft.config.slurm_options import time_to_minutes
+from hpc_sft.errors import ConfigError
 
 
 def refused(kwargs, *words):

@@ -1,8 +1,8 @@
 """The pure Slurm core: node lists expand like `scontrol show hostnames`, rendezvous derives from SLURM_*."""
 import pytest
 
-from hpc_sft.executors.slurm.nodelist import expand_nodelist
 from hpc_sft.executors.slurm.env import PORT_BASE, PORT_SPAN, SlurmEnv, rendezvous, rendezvous_port
+from hpc_sft.executors.slurm.nodelist import expand_nodelist
 
 
 @pytest.mark.parametrize("text,hosts", [

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from hpc_sft.backends.instructlab import checkpoints
-from hpc_sft.rundir import lock as ckpt_lock
 from hpc_sft.requeue import Decision, StateFacts, decide
+from hpc_sft.rundir import lock as ckpt_lock
 from hpc_sft.rundir.layout import LOCK_FILE
 from hpc_sft.rundir.status import read_status, record_stop
 

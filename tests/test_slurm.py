@@ -8,12 +8,11 @@ import time
 import pytest
 
 import hpc_sft
-from hpc_sft.api import split_values
 from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
-from hpc_sft.launch import finalize
-from hpc_sft.executors.slurm.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
-from hpc_sft.config.validate import build_config
+from hpc_sft.config.validate import build_config, split_values
 from hpc_sft.executors.slurm.env import SlurmEnv, rendezvous
+from hpc_sft.executors.slurm.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
+from hpc_sft.launch import finalize
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 

@@ -2,9 +2,9 @@
 import inspect
 
 import hpc_sft
-from hpc_sft.config import spec
 from hpc_sft.algorithms import SFTAlgorithm
 from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
+from hpc_sft.config import spec
 from tests.conftest import REPO
 
 # The seed (training_hub) sft() signature, in order; all defaults None except backend.

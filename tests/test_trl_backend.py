@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sft.api import split_values
 from hpc_sft.backends.trl import backend as tb
 from hpc_sft.backends.trl import checkpoints as tc
 from hpc_sft.backends.trl import launch as tl
 from hpc_sft.backends.trl import mapping as tm
 from hpc_sft.backends.trl import train as tt
-from hpc_sft.rundir.layout import METRICS_FILE, result_from_disk
+from hpc_sft.config.validate import build_config, split_values
 from hpc_sft.errors import ConfigError
 from hpc_sft.launch import Launch
-from hpc_sft.config.validate import build_config
+from hpc_sft.rundir.layout import METRICS_FILE, result_from_disk
 
 from .conftest import tiny_sft_kwargs
 from .loading import assert_loads_as_trained, newest_trl_checkpoint

@@ -9,7 +9,7 @@ from tests.conftest import write_jsonl
 
 
 def build(**kw):
-    from hpc_sft.api import split_values
+    from hpc_sft.config.validate import split_values
 
     return build_config(*split_values(kw))
 
@@ -58,7 +58,7 @@ def test_unknown_backend_lists_valid_choices(base_kwargs):
 
 
 def test_trl_on_slurm_is_checked_before_anything_is_queued(base_kwargs):
-    from hpc_sft.api import split_values
+    from hpc_sft.config.validate import split_values
 
     def build(**over):
         return build_config(*split_values({**base_kwargs, "backend": "trl", "executor": "slurm", **over}))

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..api import split_values
 from ..errors import ConfigError, HpcSftError, SubmitError, did_you_mean
 from .slurm_options import SlurmOptions
 from .spec import BY_NAME
-from .validate import build_config
+from .validate import build_config, split_values
 
 TOP_KEYS = ("executor", "sft", "slurm")
 PATH_KEYS = ("data_path", "ckpt_output_dir", "data_output_dir", "chat_tmpl_path")

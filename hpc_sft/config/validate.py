@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import registry
-from .datacheck import check_data_file
 from ..errors import ConfigError, MissingPathError, unknown_key
+from .datacheck import check_data_file
 from .slurm_options import SlurmOptions
 from .spec import BY_NAME, KINDS, KWARGS_NAME, PARAMS, Param, SFTConfig
 
@@ -155,6 +155,12 @@ def looks_local(path: str) -> bool:
     if path.startswith(("/", ".", "~")) or path.count("/") > 1:
         return True
     return os.path.exists(os.path.expanduser(path))
+
+
+def split_values(values: Mapping[str, Any]) -> tuple[dict, dict]:
+    """(sft() parameters, backend kwargs) from one flat mapping."""
+    named = {k: v for k, v in values.items() if k in BY_NAME}
+    return named, {k: v for k, v in values.items() if k not in BY_NAME}
 
 
 def build_config(values: Mapping[str, Any], backend_kwargs: Mapping[str, Any]) -> SFTConfig:

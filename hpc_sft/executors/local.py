@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .. import jobs
-from ..rundir import lock as ckpt_lock
-from ..rundir import settings as run_settings
-from ..rundir.layout import node_log, result_from_disk
 from ..console import Console
 from ..errors import Interrupted, TrainingError
 from ..launch import Launch, finalize, local_launch
-from ..result import TrainingResult
 from ..requeue import StateFacts, finished
+from ..result import TrainingResult
+from ..rundir import lock as ckpt_lock
+from ..rundir import settings as run_settings
+from ..rundir.layout import node_log, result_from_disk
 from ..signals import WARNING_SIGNALS, SignalRecorder
 
 

@@ -127,8 +127,8 @@ class InstructLabTrainingSFTBackend(Backend):
 
     def progress(self, config):
         """The newest complete full_state/epoch_E and what its training_metadata.json says."""
-        from .checkpoints import newest_state
         from ...requeue import StateFacts
+        from .checkpoints import newest_state
 
         path, meta = newest_state(Path(config.ckpt_output_dir))
         if not meta:

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from typing import Mapping, Optional
 
+from ...config.slurm_options import time_to_minutes
 from ...errors import ConfigError, SubmitError
 from .client import run
-from ...config.slurm_options import time_to_minutes
 
 
 def partitions() -> dict[str, dict[str, str]]:

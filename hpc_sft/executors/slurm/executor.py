@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ... import jobs
+from ...errors import SubmitError, TrainingError
 from ...rundir import lock as ckpt_lock
+from .. import Checks
 from . import check as slurm_check
 from . import client
-from ...errors import SubmitError, TrainingError
-from .node_task import NodeTask
 from .env import PORT_BASE, PORT_SPAN
-from .. import Checks
 from .job import SlurmJob
+from .node_task import NodeTask
 
 
 def job_folder(config) -> Path:

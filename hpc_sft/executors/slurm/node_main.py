@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ...errors import HpcSftError
-from .node_task import NodeTask
 from ...serialize import from_dict
+from .node_task import NodeTask
 
 
 def main(argv: list[str]) -> int:

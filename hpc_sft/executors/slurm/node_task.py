@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Optional
 
 from ... import datacache, registry
+from ...errors import ConfigError, SubmitError, TrainingError
+from ...launch import Launch, finalize
+from ...requeue import decide
+from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
 from ...rundir.layout import result_from_disk
-from ...errors import ConfigError, SubmitError, TrainingError
-from ...launch import Launch, finalize
-from ...result import TrainingResult
-from ...requeue import decide
 from ...rundir.status import read_status, record_stop
 from ...signals import SignalRecorder
 from . import client

@@ -5,8 +5,8 @@ import json
 import os
 import sys
 
-from ...serialize import to_dict
 from ...config.spec import PARAMS
+from ...serialize import to_dict
 from ...templating import render
 
 EXAMPLES = {"model_path": '"/shared/models/Qwen2.5-7B-Instruct"', "data_path": '"data/train.jsonl"',
