@@ -163,7 +163,7 @@ def render(recipe: str, overrides: tuple[str, ...], output: str | None) -> None:
 @click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
 def init(path: str, executor: str) -> None:
     """Write a commented recipe to PATH (never overwrites)."""
-    from .executors.slurm.render import recipe_text
+    from .config.skeleton import recipe_text
 
     _write_or_echo(recipe_text(Path(path).name, executor), path, overwrite=False)
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 from . import pipeline
 from .config import recipe as recipes
-from .executors.slurm.render import recipe_text
+from .config.skeleton import recipe_text
 
 DEMO_SFT = {"model_path": '"model"', "data_path": '"train.jsonl"', "ckpt_output_dir": '"checkpoints"',
             "num_epochs": "2", "effective_batch_size": "16", "learning_rate": "1e-3", "max_seq_len": "256",

@@ -55,7 +55,7 @@ def test_in_range_times_still_pass(text, minutes):
 def test_local_recipe_skeleton_carries_no_slurm_table():
     import tomllib
 
-    from hpc_sft.executors.slurm.render import recipe_text
+    from hpc_sft.config.skeleton import recipe_text
 
     assert "slurm" not in tomllib.loads(recipe_text("r.toml", "local"))
     assert "slurm" in tomllib.loads(recipe_text("r.toml", "slurm"))
@@ -181,7 +181,7 @@ def test_demo_recipe_goes_through_the_one_path(tiny_model, tmp_path):
     from hpc_sft import pipeline
     from hpc_sft.config import recipe as recipes
     from hpc_sft.demo import DEMO_SFT
-    from hpc_sft.executors.slurm.render import recipe_text
+    from hpc_sft.config.skeleton import recipe_text
 
     (tmp_path / "train.jsonl").write_text(json.dumps(MSG) + "\n")
     path = tmp_path / "recipe.toml"

@@ -32,7 +32,7 @@ def test_installed_wheel_renders_from_its_own_templates(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, timeout=300)
-    code = ("from hpc_sft.templating import templates_dir; from hpc_sft.executors.slurm.render import recipe_text; "
+    code = ("from hpc_sft.templating import templates_dir; from hpc_sft.config.skeleton import recipe_text; "
             "d = templates_dir(); print(d); assert d.is_relative_to(%r), d; "
             "assert 'executor = \"slurm\"' in recipe_text('r.toml')" % str(target))
     env = {**os.environ, "PYTHONPATH": str(target)}
