@@ -69,6 +69,12 @@ class Backend(ABC):
         any hf_format/samples_N exists (None: none, or the backend keeps none). No heavy imports."""
         return None
 
+    @classmethod
+    def measured_save_seconds(cls, ckpt_dir: Path) -> Optional[float]:
+        """The longest checkpoint save this backend measured in ckpt_dir (None: nothing measured), which the
+        Slurm pre-submit check compares with the warning-signal lead. No heavy imports."""
+        return None
+
     @abstractmethod
     def progress(self, config) -> tuple[Optional[StateFacts], Optional[Path]]:
         """Facts of the newest complete resumable state on disk (None if none) and its path: the

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from ... import signals
 from ..._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
@@ -124,6 +124,13 @@ class InstructLabTrainingSFTBackend(Backend):
         from .checkpoints import repair_and_quarantine
 
         repair_and_quarantine(ckpt_dir, say)
+
+    @classmethod
+    def measured_save_seconds(cls, ckpt_dir: Path) -> Optional[float]:
+        """The longest full-state save recorded in the completeness markers of full_state/epoch_E."""
+        from .checkpoints import measured_save_seconds
+
+        return measured_save_seconds(ckpt_dir)
 
     def progress(self, config):
         """The newest complete full_state/epoch_E and what its training_metadata.json says."""

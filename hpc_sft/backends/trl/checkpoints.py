@@ -67,7 +67,7 @@ def latest_complete_checkpoint(output_dir, say=log.warning) -> Optional[Path]:
 
 def progress(output_dir, effective_batch_size: int, num_epochs: int,
              say=log.warning) -> tuple[Optional[StateFacts], Optional[Path]]:
-    """StateFacts of the newest complete checkpoint-N for resume.decide(): finished once the last step's
+    """StateFacts of the newest complete checkpoint-N for requeue.decide(): finished once the last step's
     checkpoint and its final hf_format/samples_N both exist; otherwise a mid-run position."""
     path = latest_complete_checkpoint(output_dir, say)
     if path is None:

@@ -59,7 +59,7 @@ def stop_file(config, launch) -> Path:
 
 
 def trl_worker_env(launch, stop: Path) -> dict[str, str]:
-    """The full environment for torchrun: hpc_sft importable by trl_worker.py, and the stop file to poll."""
+    """The full environment for torchrun: hpc_sft importable by worker.py, and the stop file to poll."""
     package_root = str(Path(__file__).resolve().parents[3])  # the folder holding hpc_sft/
     return {**os.environ, **worker_env(launch, package_root), STOP_FILE_ENV: str(stop)}
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ... import jobs
+from ... import jobs, registry
 from ...errors import SubmitError, TrainingError
 from ...rundir import lock as ckpt_lock
 from .. import Checks
@@ -90,9 +90,9 @@ def preflight(plan: SlurmPlan, dry_run: bool = False) -> Checks:
         if not dry_run:
             raise SubmitError(f"{problem}. Nothing was queued")
         return Checks(not_run=((CLUSTER_CHECK, problem), (TEST_ONLY, problem)))
-    from ...backends.instructlab.checkpoints import measured_save_seconds
-
-    warnings = slurm_check.check_cluster(plan.config.slurm, measured_save_seconds(Path(plan.config.ckpt_output_dir)))
+    backend = registry.backend_class(plan.config.backend)
+    save_s = backend.measured_save_seconds(Path(plan.config.ckpt_output_dir))
+    warnings = slurm_check.check_cluster(plan.config.slurm, save_s)
     slurm_check.test_only(plan.sbatch_script(), plan.config.slurm.additional)
     return Checks(ran=(CLUSTER_CHECK, TEST_ONLY), warnings=tuple(warnings))
 
