@@ -42,6 +42,15 @@ def reset_inherited_handlers() -> None:
 os.register_at_fork(after_in_child=reset_inherited_handlers)  # once per process, at first import
 
 
+def leave_quietly() -> None:
+    """A node that has decided (finish, requeue, give up) only has to leave: from now on the warning and
+    SIGTERM are ignored, so that a late time-limit warning or the requeue's SIGTERM cannot end it during
+    the interpreter's exit, where Python puts its handlers back to the default (SIG_IGN it keeps) and Slurm
+    would then count a finished task as failed. Slurm's SIGKILL after KillWait still ends a stuck exit."""
+    for sig in WARNING_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class SignalRecorder:
     """Installs handlers that only remember the first signal; instructlab-training swaps in its own
     handlers while it trains and restores these afterwards. Forked children never inherit them."""

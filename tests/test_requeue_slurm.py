@@ -93,20 +93,19 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
     assert len(resumed_in_epoch_1) >= 2, stops
 
 
-@pytest.fixture(scope="module")
-def reference_5_epochs(tiny_model, data_1200, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("reference-5") / "ckpt"
-    return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt, num_epochs=5), nproc_per_node=2)
-
-
-def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference_5_epochs, tmp_path):
+def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
+                                                 monkeypatch):
     # Slurm sends the warning once now + lead + 30 s (its PERIODIC_TIMEOUT) reaches the end, checking every
-    # 30 s: with 2 min and a 50 s lead it comes 40-70 s in, after start-up (~15 s) and before 5 epochs end.
+    # 30 s: with 2 min and a 50 s lead it comes 40-70 s in. Each of the 150 optimizer steps waits 0.55 s
+    # (fault injection), so that no run can finish before it, however fast the machine.
     ckpt = tmp_path / "ckpt"
-    job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 50}, num_epochs=5)
+    with monkeypatch.context() as mp:
+        mp.setenv("HPC_SFT_FAULT_STEP_DELAY_S", "0.55")
+        job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 50})
     result = job.wait(timeout_s=900)
+    assert job.state == "COMPLETED"  # no task ended by a late warning on its way out
     assert result.restarts >= 1
-    assert result.samples_seen == 6000 and final_weights(result) == final_weights(reference_5_epochs)
+    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
     assert_loads_as_trained(result.checkpoint_path, newest_full_state(ckpt), tiny_model)
     stops = read_status(ckpt)["stops"]
     assert all(s["action"] == "requeue" for s in stops[:-1]) and stops[-1]["action"] == "finish"

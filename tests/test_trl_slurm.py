@@ -43,11 +43,15 @@ def weights(result):
     return (result.checkpoint_path / "model.safetensors").read_bytes()
 
 
-def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_model, data_960, tmp_path):
+def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_model, data_960, tmp_path,
+                                                           monkeypatch):
     reference = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, tmp_path / "reference"), nproc_per_node=2)
     ckpt = tmp_path / "ckpt"
     slurm = {"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
-    job = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, ckpt), executor="slurm", slurm=slurm)
+    with monkeypatch.context() as mp:  # node 1's torchrun leaves 5 s after node 0's: a requeue must not kill it
+        mp.setenv("HPC_SFT_FAULT_NODE", "1")
+        mp.setenv("HPC_SFT_FAULT_LAUNCHER_EXIT_DELAY_S", "5")
+        job = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, ckpt), executor="slurm", slurm=slurm)
     preempt_at(job, (240, 1200), lambda: samples_now(ckpt))  # mid epoch 0; mid epoch 1 of a resumed run
     result = job.wait(timeout_s=600)
     assert result.restarts >= 2
@@ -57,7 +61,11 @@ def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_m
     stops = read_status(ckpt)["stops"]
     assert [s["action"] for s in stops][-1] == "finish" and sum(s["action"] == "requeue" for s in stops) >= 2
     assert any(960 < s["samples_seen"] < 1920 for s in stops if s["action"] == "requeue"), stops
-    logs = [p.read_text() for p in job.stdout_paths]
+    logs = [p.read_text() + p.with_suffix(".err").read_text() for p in job.stdout_paths]
+    for node, text in enumerate(logs):  # every node stopped by itself, on every attempt, and none was killed
+        assert text.count("decision: requeue") == result.restarts, (node, text[-3000:])
+        assert "ended by signal" not in text and "failed" not in text, (node, text[-3000:])
+    assert "torchrun leaves late" in (ckpt / "full_logs_global1.log").read_text()
     assert "resuming from" in (ckpt / "full_logs_global0.log").read_text(), logs[0][-2000:]
     assert not list(ckpt.glob(".hpc_sft_stop.*"))
     status = run_status(ckpt)  # what `hpc-sft status` shows

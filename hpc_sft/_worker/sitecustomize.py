@@ -39,6 +39,13 @@ def _activate() -> None:
     activate()
 
 
+def _faults() -> None:
+    if any(name.startswith("HPC_SFT_FAULT_") for name in os.environ):
+        from hpc_sft_shim import faults
+
+        faults.install_launcher()
+
+
 def _chain() -> None:
     from hpc_sft_shim.chain import run_next_sitecustomize
 
@@ -50,5 +57,6 @@ try:
 finally:
     try:
         _activate()
+        _faults()
     finally:
         _chain()

@@ -43,6 +43,12 @@ def trl_stop_file(rdzv_id, node_rank: int) -> str:
     return f".hpc_sft_stop.{rdzv_id}.node{node_rank}"
 
 
+def node_stopped_file(attempt: str, node_rank: int) -> str:
+    """A node's training processes have ended in this attempt (JOBID.RESTART): node 0 waits for every
+    node's before it requeues, so that the requeue never kills a node that is still saving or leaving."""
+    return f".hpc_sft_stopped.{attempt}.node{node_rank}"
+
+
 def hf_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(samples, path) of every complete hf_format/samples_N checkpoint, oldest first."""
     root = Path(ckpt_dir) / HF_FORMAT

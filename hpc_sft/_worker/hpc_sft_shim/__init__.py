@@ -28,6 +28,10 @@ def activate() -> None:
         from hpc_sft_shim import resume
 
         resume.install()
+    if any(name.startswith("HPC_SFT_FAULT_") for name in os.environ):
+        from hpc_sft_shim import faults
+
+        faults.install()
     digest_dir = os.environ.get("HPC_SFT_PARAM_DIGEST_DIR")
     if digest_dir:
         from hpc_sft_shim import digest

@@ -35,6 +35,8 @@ import shutil
 import sys
 import time
 
+from . import faults
+
 STAGING_DIR = ".hpc_sft_staging"  # {ckpt}/.hpc_sft_staging/{full_state,replaced}/epoch_E
 MARKER = "hpc_sft_complete.json"
 MARKER_FORMAT = "hpc-sft-full-state/1"
@@ -255,15 +257,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _fault_pause() -> None:
-    """Fault injection for tests: HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S holds every save between writing
-    and publishing, so a test can SIGKILL a real save at its most fragile point."""
-    seconds = float(os.environ.get("HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S") or 0)
-    if seconds > 0:
-        _log(f"fault injection: pausing {seconds:.0f}s before publishing a full state")
-        time.sleep(seconds)
-
-
 def _patch_utils(module) -> None:
     """utils.py:861 save_full_state (staged + published) and :916 load_latest_full_state (repair)."""
     import copy
@@ -292,7 +285,7 @@ def _patch_utils(module) -> None:
         original_save(*bound.args, **bound.kwargs)
         barrier()  # every rank has written its files
         seconds = round(time.monotonic() - started, 3)
-        _fault_pause()
+        faults.pause("PAUSE_BEFORE_PUBLISH", "pausing before publishing a full state")
         if main:
             metadata = {"current_epoch": epoch, "samples_seen": bound.arguments["samples_seen"],
                         "global_step": bound.arguments["global_step"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import time
@@ -16,6 +17,7 @@ from ...launch import Launch, worker_env
 from ...rundir.layout import node_log, trl_launch_file, trl_stop_file
 from .train import STOP_FILE_ENV
 
+log = logging.getLogger("hpc_sft.trl")
 WORKER = Path(__file__).resolve().parent / "worker.py"
 POLL_S = 0.2
 
@@ -73,6 +75,13 @@ def wait_forwarding_stop(proc: subprocess.Popen, stop: Path) -> int:
     return proc.returncode
 
 
+def stopped_by_signal(code: int) -> bool:
+    """torchrun (or its workers) died of a signal after this node was asked to stop: Slurm ending the step
+    at the end of a preemption's grace time, or a requeue. Not a failure: the newest complete checkpoint
+    (marked only after every rank saved) decides whether to requeue, and the no-progress guard bounds it."""
+    return signals.received() is not None and (code < 0 or code > 128)
+
+
 def run_torchrun(config, launch) -> None:
     args_file = launch_file(config, launch)
     logfile = Path(config.ckpt_output_dir) / node_log(launch.node_rank)
@@ -87,6 +96,11 @@ def run_torchrun(config, launch) -> None:
                                 "environment") from exc
         code = wait_forwarding_stop(proc, stop)
     stop.unlink(missing_ok=True)
+    if code != 0 and stopped_by_signal(code):
+        log.warning("trl torchrun on node %s ended by signal %s after the stop request (%s); the "
+                    "checkpoints on disk decide what happens next", launch.node_rank, -code if code < 0 else
+                    code - 128, signals.received().name)
+        return
     if code != 0:
         tail = logfile.read_text(errors="replace")[-2000:]
         raise TrainingError(f"trl torchrun workers failed on node {launch.node_rank} (exit {code}). "

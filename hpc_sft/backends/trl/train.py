@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ... import signals
+from ..._worker.hpc_sft_shim import faults
 from ..._worker.hpc_sft_shim.resume import barrier
 from ...rundir.layout import HF_FORMAT, METRICS_FILE
 from .checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
@@ -37,14 +38,6 @@ def agreed(flag: bool, device) -> bool:
     vote = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
-
-
-def fault_pause() -> None:
-    """Tests: HPC_SFT_FAULT_PAUSE_STOP_SAVE_S holds a signal-requested save open before it is marked
-    complete, so that a kill can land inside it."""
-    import time
-
-    time.sleep(float(os.environ.get("HPC_SFT_FAULT_PAUSE_STOP_SAVE_S") or 0))
 
 
 def hpc_sft_callback(config):
@@ -78,6 +71,7 @@ def hpc_sft_callback(config):
                     fh.write(json.dumps(row) + "\n")
 
         def on_step_end(self, args, state, control, **kwargs):
+            faults.pause("STEP_DELAY")
             if not self.stopping and agreed(stop_requested(), args.device):
                 self.stopping = True
                 if state.is_world_process_zero:
@@ -99,7 +93,7 @@ def hpc_sft_callback(config):
             barrier()  # every rank's files (rng_state_R.pth) are on disk
             if state.is_world_process_zero:
                 if self.stopping:
-                    fault_pause()
+                    faults.pause("PAUSE_STOP_SAVE", "holding the stop save open")
                 mark_complete(checkpoint_dir(args, state), state.global_step)
             return control
 

@@ -1,31 +1,47 @@
-"""SlurmJob: the handle sft(executor='slurm') returns (job id, state, wait, cancel, log paths)."""
+"""SlurmJob: the handle sft(executor='slurm') returns (job id, state, wait, cancel, log paths).
+
+It asks Slurm, not submitit's result files, whether the job has ended: a requeued job keeps its id, and a
+result file written by an earlier attempt must never decide the outcome of the current one."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Optional
 
-from ...errors import TrainingError
+from ...errors import SubmitError, TrainingError
 from ...result import TrainingResult
+from ...rundir.status import read_status
+from . import client
+
+log = logging.getLogger("hpc_sft.slurm")
+# States after which Slurm runs the job no more. PREEMPTED is one only where the site does not requeue:
+# with requeue it passes within seconds (PREEMPTED -> REQUEUED -> PENDING), so it counts once it lasts.
+ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                   "DEADLINE"})
+PREEMPTED_FOR_GOOD_S = 60.0
 
 
 class SlurmJob:
     """A submitted training job. Logs: one stdout/stderr pair per node under `folder`."""
 
-    def __init__(self, job, folder: Path, nodes: int) -> None:
-        self._job, self.folder, self.nodes = job, Path(folder), nodes
+    def __init__(self, job_id: str, folder: Path, nodes: int, ckpt_output_dir: Optional[Path] = None) -> None:
+        self.job_id, self.folder, self.nodes = str(job_id), Path(folder), nodes
+        self.ckpt_output_dir = Path(ckpt_output_dir) if ckpt_output_dir else None
+        self._preempted_since: Optional[float] = None
 
     @classmethod
     def from_submitit(cls, job, plan) -> "SlurmJob":
-        return cls(job, Path(str(plan.folder / "%j").replace("%j", job.job_id)), plan.config.slurm.nodes)
-
-    @property
-    def job_id(self) -> str:
-        return self._job.job_id
+        folder = Path(str(plan.folder / "%j").replace("%j", job.job_id))
+        return cls(job.job_id, folder, plan.config.slurm.nodes, Path(plan.config.ckpt_output_dir))
 
     @property
     def state(self) -> str:
-        return self._job.get_info(mode="force").get("State", "UNKNOWN") if self._job else "UNKNOWN"
+        """Slurm's state of the job now (UNKNOWN when Slurm cannot be asked)."""
+        try:
+            return client.slurm_state(self.job_id)["state"]
+        except SubmitError:
+            return "UNKNOWN"
 
     def log_paths(self, node: int = 0) -> tuple[Path, Path]:
         """(stdout, stderr) of one node's task."""
@@ -35,25 +51,72 @@ class SlurmJob:
     def stdout_paths(self) -> list[Path]:
         return [self.log_paths(n)[0] for n in range(self.nodes)]
 
+    def result_path(self, node: int) -> Path:
+        """submitit's result file of one node's task (each attempt removes its own at start)."""
+        return self.folder / f"{self.job_id}_{node}_result.pkl"
+
     def done(self) -> bool:
-        return self._job.done(force_check=True)
+        """True once Slurm will run the job no more (finished, failed, cancelled, out of requeues)."""
+        return self._ended(self.state)
+
+    def _ended(self, state: str) -> bool:
+        if state != "PREEMPTED":
+            self._preempted_since = None
+            return state in ENDED
+        self._preempted_since = self._preempted_since or time.monotonic()
+        return time.monotonic() - self._preempted_since >= PREEMPTED_FOR_GOOD_S
 
     def wait(self, timeout_s: Optional[float] = None, poll_s: float = 2.0) -> TrainingResult:
-        """Block until the job ends; its TrainingResult, or TrainingError naming the logs."""
+        """Block until the job ends; its TrainingResult, or TrainingError saying why and naming the logs."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.done():
+        state = self.state
+        while not self._ended(state):
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_id} still {self.state} after {timeout_s:.0f}s")
+                raise TimeoutError(f"job {self.job_id} still {state} after {timeout_s:.0f}s")
             time.sleep(poll_s)
+            state = self.state
+        return self._outcome(state)
+
+    def _outcome(self, state: str) -> TrainingResult:
+        """The ended job's result: node 0's TrainingResult of this attempt, when no node raised."""
+        outcomes = [self._task_outcome(node) for node in range(self.nodes)]
+        errors = [(node, detail) for node, (kind, detail) in enumerate(outcomes) if kind == "error"]
+        kind, result = outcomes[0]
+        if errors or kind != "success" or not isinstance(result, TrainingResult):
+            raise TrainingError(self._failure(state, errors))
+        if state != "COMPLETED":  # every task returned, then something ended one (e.g. a signal at exit)
+            log.warning("job %s: training finished and node 0 verified %s, but Slurm records the job as %s",
+                        self.job_id, result.checkpoint_path, state)
+        return result
+
+    def _task_outcome(self, node: int) -> tuple[str, object]:
+        path = self.result_path(node)
+        if not path.is_file():
+            return ("missing", None)
+        from submitit.core.utils import pickle_load
+
         try:
-            results = self._job.results()
-        except Exception as exc:
-            raise TrainingError(f"job {self.job_id} failed ({self.state}). Read the logs: "
-                                f"{', '.join(map(str, self.log_paths(0)))}\n{exc}") from None
-        return results[0]
+            return pickle_load(path)
+        except Exception as exc:  # torn or unreadable: say so rather than guess
+            return ("error", f"unreadable result file {path}: {exc}")
+
+    def _failure(self, state: str, errors: list[tuple[int, object]]) -> str:
+        lines = [f"job {self.job_id} failed ({state})."]
+        record = read_status(self.ckpt_output_dir) if self.ckpt_output_dir else {}
+        if record.get("stops"):
+            stop = record["stops"][-1]
+            lines.append(f"Last decision: {stop.get('action')} ({stop.get('reason')}).")
+        for node, detail in errors:
+            tail = [line for line in str(detail).strip().splitlines() if line.strip()][-1:]
+            lines.append(f"Node {node}: {tail[0] if tail else 'error'}.")
+        lines.append(f"Read the logs: {', '.join(map(str, self.log_paths(0)))}")
+        return " ".join(lines)
 
     def cancel(self) -> None:
-        self._job.cancel(check=False)
+        try:
+            client.cancel(self.job_id)
+        except SubmitError:
+            pass  # already gone
 
     def __repr__(self) -> str:
         return f"SlurmJob(job_id={self.job_id!r}, folder={str(self.folder)!r}, nodes={self.nodes})"

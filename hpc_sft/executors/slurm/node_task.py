@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -17,9 +18,9 @@ from ...requeue import decide
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
-from ...rundir.layout import result_from_disk
+from ...rundir.layout import node_stopped_file, result_from_disk
 from ...rundir.status import read_status, record_stop
-from ...signals import SignalRecorder
+from ...signals import SignalRecorder, leave_quietly
 from . import client
 from .env import Rendezvous, SlurmEnv, rendezvous
 
@@ -80,6 +81,37 @@ def setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
+def forget_earlier_result() -> None:
+    """A requeued job keeps its id: remove this task's submitit result file from an earlier attempt, so
+    that only this attempt's outcome is ever read (standalone sbatch scripts have none)."""
+    if not os.environ.get("SUBMITIT_FOLDER"):
+        return
+    import submitit
+
+    submitit.JobEnvironment().paths.result_pickle.unlink(missing_ok=True)
+
+
+def stop_wait_s() -> float:
+    return float(os.environ.get("HPC_SFT_NODES_STOP_WAIT_S", "120"))
+
+
+def mark_stopped(ckpt: Path, attempt: str, node_rank: int) -> None:
+    (ckpt / node_stopped_file(attempt, node_rank)).write_text("")
+
+
+def wait_for_nodes(ckpt: Path, attempt: str, nnodes: int, timeout_s: float) -> list[int]:
+    """Node 0 before a requeue: wait until every node's training processes have ended (a requeue kills the
+    whole job at once); the ranks still missing after timeout_s. The markers are removed."""
+    paths = [ckpt / node_stopped_file(attempt, rank) for rank in range(nnodes)]
+    deadline = time.monotonic() + timeout_s
+    while not all(p.exists() for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    missing = [rank for rank, p in enumerate(paths) if not p.exists()]
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return missing
+
+
 def requeue(job_id: str) -> None:
     """Put this job back in the queue (same id, SLURM_RESTART_COUNT + 1)."""
     try:
@@ -97,6 +129,7 @@ class NodeTask:
 
     def __call__(self) -> Optional[TrainingResult]:
         setup_logging()
+        forget_earlier_result()
         recorder = SignalRecorder().install()
         env = SlurmEnv.from_environ()
         rdzv = rendezvous(env)
@@ -112,11 +145,14 @@ class NodeTask:
                 config = prepare_data(self.config, backend, 0)
         else:
             config = prepare_data(self.config, backend, rdzv.node_rank, attempt)
-        if recorder.received is None:
-            backend.execute_training(config, launch)
-        else:
-            log.info("got %s before training started; not starting", recorder.received)
-        return self.conclude(backend, env, lead, recorder.received)
+        try:
+            if recorder.received is None:
+                backend.execute_training(config, launch)
+            else:
+                log.info("got %s before training started; not starting", recorder.received)
+        finally:
+            mark_stopped(ckpt, attempt, rdzv.node_rank)
+        return self.conclude(backend, env, rdzv, recorder.received)
 
     def prepare_lead(self, ckpt: Path, env: SlurmEnv, backend) -> None:
         """Node 0 before training: own the directory, check and record the settings, tidy torn saves."""
@@ -125,15 +161,18 @@ class NodeTask:
         run_settings.record(self.config, backend.free_kwargs)
         backend.tidy_checkpoints(ckpt, log.warning)
 
-    def conclude(self, backend, env: SlurmEnv, lead: bool, signal_name: Optional[str]) -> Optional[TrainingResult]:
-        """Finished -> result; interrupted -> node 0 requeues and every node exits without a result."""
-        ckpt = Path(self.config.ckpt_output_dir)
+    def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous,
+                 signal_name: Optional[str]) -> Optional[TrainingResult]:
+        """Finished -> result; interrupted -> node 0 requeues once every node has stopped, and every node
+        exits without a result."""
+        ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         state, path = backend.progress(self.config)
         stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") == env.job_id]
         why = f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
         decision = decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,
                           stops, why)
         log.info("decision: %s (%s)", decision.action, decision.reason)
+        leave_quietly()
         if lead:
             record_stop(ckpt, env.job_id, env.restart_count, decision, state, str(path) if path else None)
             if decision.action != "requeue":
@@ -142,6 +181,13 @@ class NodeTask:
             raise TrainingError(decision.reason)
         if decision.action == "requeue":
             if lead:
-                requeue(env.job_id)
+                self.requeue_when_stopped(ckpt, env, rdzv.nnodes)
             raise SystemExit(0)  # no result now: the requeued run writes it
         return result_from_disk(ckpt, env.restart_count) if lead else None
+
+    def requeue_when_stopped(self, ckpt: Path, env: SlurmEnv, nnodes: int) -> None:
+        missing = wait_for_nodes(ckpt, f"{env.job_id}.{env.restart_count}", nnodes, stop_wait_s())
+        if missing:
+            log.warning("node(s) %s still running %.0fs after node 0 stopped; requeueing anyway",
+                        ",".join(map(str, missing)), stop_wait_s())
+        requeue(env.job_id)
