@@ -104,18 +104,3 @@ def slurm_env_file(path: Path) -> dict:
             key, _, value = line[len("export "):].partition("=")
             env[key] = shlex.split(value)[0] if value else ""
     return env
-
-
-@pytest.fixture(scope="module")
-def same_threads_per_process():
-    """OMP_NUM_THREADS=1 for a module whose Slurm runs are compared bit for bit with a local reference.
-
-    CPU float results depend on the threads per process as well as the world size: the local reference
-    (2 processes on one node) gets 1 thread each from torchrun, while a 2-node job (1 process per node)
-    would get accelerate's default of every core (2 here), and the weights then drift apart in the last
-    bits. sbatch exports this to the job. Not a knob for speed: it makes the two runs the same computation.
-    """
-    mp = pytest.MonkeyPatch()
-    mp.setenv("OMP_NUM_THREADS", "1")
-    yield
-    mp.undo()

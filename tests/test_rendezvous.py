@@ -61,3 +61,23 @@ def test_concurrent_jobs_get_different_ports():
 def test_bad_environment_never_falls_back_to_localhost(over, key):
     with pytest.raises(ValueError, match=key):
         rendezvous(SlurmEnv.from_environ(env(**over)))
+
+
+@pytest.mark.parametrize("cpus,nproc,omp,device,threads", [
+    ("8", 2, None, "cpu", "4"),  # the job's CPUs on this node, split among its processes
+    ("1", 2, None, "cpu", "1"),  # never 0
+    (None, 1, None, "cpu", None),  # Slurm did not say: left to torch
+    ("8", 2, "3", "cpu", None),  # the user's OMP_NUM_THREADS wins
+    ("8", 1, None, "cuda", None),  # GPUs: untouched
+])
+def test_cpu_threads_follow_the_allocation(monkeypatch, cpus, nproc, omp, device, threads):
+    from hpc_sft.executors.slurm.node_task import cpu_threads
+    from hpc_sft.launch import Launch
+
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    slurm = SlurmEnv.from_environ(env(**({"SLURM_CPUS_ON_NODE": cpus} if cpus else {})))
+    launch = cpu_threads(Launch(nproc_per_node=nproc, device=device), slurm)
+    assert dict(launch.env).get("OMP_NUM_THREADS") == threads

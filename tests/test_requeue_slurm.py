@@ -16,11 +16,6 @@ from tests.loading import assert_loads_as_trained, newest_full_state
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _same_threads(same_threads_per_process):
-    """Bit-for-bit comparisons with the local reference need the same threads per process."""
-
-
 @pytest.fixture(scope="module")
 def data_1200(tmp_path_factory):
     from hpc_sft.tiny import write_tiny_dataset
@@ -77,11 +72,14 @@ def submit(tiny_model, data, ckpt, nodes, slurm_over=None, **over):
     return hpc_sft.sft(**kwargs_for(tiny_model, data, ckpt, **over), executor="slurm", slurm=slurm)
 
 
-def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_1200, reference, tmp_path):
+def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
+                                                monkeypatch):
     ckpt = tmp_path / "ckpt"
-    job = submit(tiny_model, data_1200, ckpt, 2)
+    with monkeypatch.context() as mp:  # each step 0.1 s longer: the last preemption lands 30 steps before the end
+        mp.setenv("HPC_SFT_FAULT_STEP_DELAY_S", "0.1")
+        job = submit(tiny_model, data_1200, ckpt, 2)
     # mid epoch 0; early in epoch 1 (the 2nd epoch of the resumed process); late in epoch 1
-    preempt_at(job, (300, 1300, 2000), lambda: samples_now(ckpt))
+    preempt_at(job, (300, 1300, 1900), lambda: samples_now(ckpt))
     result = job.wait(timeout_s=600)
     assert result.restarts >= 3
     assert result.samples_seen == reference.samples_seen == 2400
@@ -96,11 +94,12 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
 def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
                                                  monkeypatch):
     # Slurm sends the warning once now + lead + 30 s (its PERIODIC_TIMEOUT) reaches the end, checking every
-    # 30 s: with 2 min and a 50 s lead it comes 40-70 s in. Each of the 150 optimizer steps waits 0.55 s
-    # (fault injection), so that no run can finish before it, however fast the machine.
+    # 30 s: with 2 min and a 50 s lead it comes 40-70 s in. Each of the 150 optimizer steps waits 0.47 s
+    # (fault injection): the waits alone take 70.5 s, so the first run cannot finish before the warning,
+    # however fast the machine; the second usually finishes (about 80 s of training in all).
     ckpt = tmp_path / "ckpt"
     with monkeypatch.context() as mp:
-        mp.setenv("HPC_SFT_FAULT_STEP_DELAY_S", "0.55")
+        mp.setenv("HPC_SFT_FAULT_STEP_DELAY_S", "0.47")
         job = submit(tiny_model, data_1200, ckpt, 2, {"time": "00:02:00", "signal_lead_s": 50})
     result = job.wait(timeout_s=900)
     assert job.state == "COMPLETED"  # no task ended by a late warning on its way out

@@ -11,7 +11,7 @@ import hpc_sft
 from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
 from hpc_sft.config.validate import build_config, split_values
 from hpc_sft.executors.slurm.env import SlurmEnv, rendezvous
-from hpc_sft.executors.slurm.node_task import PLAN_TAG, plan_record, prepare_data, slurm_launch
+from hpc_sft.executors.slurm.node_task import PLAN_TAG, cpu_threads, plan_record, prepare_data, slurm_launch
 from hpc_sft.launch import finalize
 from tests.conftest import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
@@ -57,6 +57,8 @@ def test_two_nodes_train_as_one_world(slurm_cluster, tiny_model, tiny_data, tmp_
     assert [plans[r]["host"] for r in (0, 1)] == ["node1", "node2"]
     assert plans[0]["rdzv_endpoint"] == plans[1]["rdzv_endpoint"] and plans[0]["rdzv_endpoint"].startswith("node1:")
     assert plans[0]["rdzv_id"] == job.job_id
+    # by default a CPU process gets the CPUs Slurm gave the job on its node (1 here), not the machine's cores
+    assert [plans[r]["threads"] for r in (0, 1)] == ["1", "1"]
     # each node ran its own torchrun; both ranks of one world of two trained
     for rank in (0, 1):
         log = (tmp_path / "ckpt" / f"full_logs_global{rank}.log").read_text()
@@ -84,8 +86,8 @@ def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, ti
     seen = node_plans(job)
     nodelist = job_nodelist(job.job_id)
     for rank in range(4):
-        env = SlurmEnv(job_id=job.job_id, nodelist=nodelist, nnodes=4, node_rank=rank)
-        expected = plan_record(finalize(slurm_launch(config, rendezvous(env))), f"node{rank + 1}")
+        env = SlurmEnv(job_id=job.job_id, nodelist=nodelist, nnodes=4, node_rank=rank, cpus_on_node=1)
+        expected = plan_record(cpu_threads(finalize(slurm_launch(config, rendezvous(env))), env), f"node{rank + 1}")
         assert seen[rank] == expected
     # the data cache from the first job is reused: nobody tokenizes again
     logs = [p.read_text() for p in job.stdout_paths]

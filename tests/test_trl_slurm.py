@@ -12,11 +12,6 @@ from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
 from tests.test_requeue_slurm import preempt_at
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _same_threads(same_threads_per_process):
-    """Bit-for-bit comparisons with the local reference need the same threads per process."""
 pytest.importorskip("trl", reason="trl is not installed")
 
 
@@ -49,8 +44,9 @@ def test_two_node_trl_run_preempted_twice_is_bit_identical(slurm_cluster, tiny_m
     ckpt = tmp_path / "ckpt"
     slurm = {"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
     with monkeypatch.context() as mp:  # node 1's torchrun leaves 5 s after node 0's: a requeue must not kill it
-        mp.setenv("HPC_SFT_FAULT_NODE", "1")
+        mp.setenv("HPC_SFT_FAULT_NODE", "1")  # (and only node 1: the step delay is there too, every rank waits)
         mp.setenv("HPC_SFT_FAULT_LAUNCHER_EXIT_DELAY_S", "5")
+        mp.setenv("HPC_SFT_FAULT_STEP_DELAY_S", "0.1")  # the 2nd preemption lands 45 steps (7 s) before the end
         job = hpc_sft.sft(**trl_kwargs(tiny_model, data_960, ckpt), executor="slurm", slurm=slurm)
     preempt_at(job, (240, 1200), lambda: samples_now(ckpt))  # mid epoch 0; mid epoch 1 of a resumed run
     result = job.wait(timeout_s=600)

@@ -21,6 +21,7 @@ class SlurmEnv:
     node_rank: int
     restart_count: int = 0
     hostname: Optional[str] = None
+    cpus_on_node: Optional[int] = None  # CPUs the job was given on this node
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> "SlurmEnv":
@@ -34,7 +35,9 @@ class SlurmEnv:
                    nnodes=_int(env, "SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES")),
                    node_rank=_int(env, "SLURM_NODEID"),
                    restart_count=int(env.get("SLURM_RESTART_COUNT") or 0),
-                   hostname=env.get("SLURMD_NODENAME"))
+                   hostname=env.get("SLURMD_NODENAME"),
+                   cpus_on_node=int(env["SLURM_CPUS_ON_NODE"]) if env.get("SLURM_CPUS_ON_NODE", "").isdigit()
+                   else None)
 
     @property
     def hostnames(self) -> list[str]:

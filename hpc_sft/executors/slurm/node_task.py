@@ -35,10 +35,21 @@ def slurm_launch(config, rdzv: Rendezvous) -> Launch:
                   process_data=False, on_demand_checkpointing=True)
 
 
+def cpu_threads(launch: Launch, env: SlurmEnv) -> Launch:
+    """CPU training: OMP_NUM_THREADS = the CPUs Slurm gave the job on this node / its processes, unless set.
+    Left alone, accelerate gives every process all the machine's cores, and a job that got part of a node
+    (or nodes that share cores) runs several times slower."""
+    if launch.device != "cpu" or "OMP_NUM_THREADS" in os.environ or not env.cpus_on_node:
+        return launch
+    threads = max(1, env.cpus_on_node // max(1, int(launch.nproc_per_node)))
+    return replace(launch, env=(*launch.env, ("OMP_NUM_THREADS", str(threads))))
+
+
 def plan_record(launch: Launch, host: str) -> dict:
     """What this node derived, as logged (and compared by tests with the login-side plan)."""
     return {"host": host, "nnodes": launch.nnodes, "node_rank": launch.node_rank, "rdzv_id": str(launch.rdzv_id),
-            "rdzv_endpoint": launch.rdzv_endpoint, "nproc_per_node": launch.nproc_per_node, "device": launch.device}
+            "rdzv_endpoint": launch.rdzv_endpoint, "nproc_per_node": launch.nproc_per_node, "device": launch.device,
+            "threads": dict(launch.env).get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))}
 
 
 def check_resolves(endpoint: str) -> None:
@@ -134,7 +145,7 @@ class NodeTask:
         env = SlurmEnv.from_environ()
         rdzv = rendezvous(env)
         check_resolves(rdzv.rdzv_endpoint)
-        launch = finalize(slurm_launch(self.config, rdzv))
+        launch = cpu_threads(finalize(slurm_launch(self.config, rdzv)), env)
         print(PLAN_TAG, json.dumps(plan_record(launch, socket.gethostname())), flush=True)
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         backend = registry.backend_class(self.config.backend)()
