@@ -18,7 +18,13 @@ def fail_then_finish_late(result: TrainingResult):
     if restart == 0:
         if rank == 1:
             raise RuntimeError("node 1 of the first attempt fails")
-        time.sleep(5)  # node 1's error result is written
+        import submitit
+
+        failed = submitit.JobEnvironment().paths.folder / f"{os.environ['SLURM_JOB_ID']}_1_result.pkl"
+        deadline = time.monotonic() + 120
+        while not failed.is_file():  # node 1's error result is written
+            assert time.monotonic() < deadline, f"no {failed}"
+            time.sleep(0.2)
         requeue(os.environ["SLURM_JOB_ID"])
         raise SystemExit(0)
     if rank == 1:
