@@ -26,7 +26,7 @@ class MissingPathError(HpcSftError, FileNotFoundError):
 
     def __init__(self, key: str, path: str, fix: str = "") -> None:
         self.key, self.path = key, path
-        fix = fix or f"check the path, or create it before submitting"
+        fix = fix or "check the path, or create it before submitting"
         super().__init__(f"{key}: {path!s} does not exist. Fix: {fix}")
 
 

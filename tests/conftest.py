@@ -1,14 +1,12 @@
 """Shared fixtures: small input files, the locally built tiny model, and the real Slurm cluster."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("HPC_SFT_TEST_CACHE", REPO / ".cache" / "tests"))
+from tests.helpers import CACHE, REPO, write_jsonl
 
 
 @pytest.fixture
@@ -17,11 +15,6 @@ def model_dir(tmp_path: Path) -> Path:
     path = tmp_path / "model"
     path.mkdir()
     (path / "config.json").write_text("{}")
-    return path
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
 
 
@@ -64,11 +57,22 @@ def _offline_hf_cache(tmp_path_factory):
     mp.undo()
 
 
-def tiny_sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
-    """A fast real CPU run: 256 samples, batch 16 -> 16 optimizer steps per epoch."""
-    from hpc_sft.tiny import fast_cpu_kwargs
+@pytest.fixture
+def one_thread():
+    """This 2-core machine runs the tiny model ~10x faster single-threaded (oversubscription otherwise)."""
+    import torch
 
-    return fast_cpu_kwargs(model, data, ckpt, **over)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_data(tiny_data, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny-64.jsonl"
+    path.write_text("".join(Path(tiny_data).read_text().splitlines(keepends=True)[:64]))
+    return path
 
 
 @pytest.fixture(scope="session")

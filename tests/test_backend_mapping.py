@@ -73,3 +73,26 @@ def test_untested_backend_version_is_refused(monkeypatch):
     monkeypatch.delenv("HPC_SFT_ALLOW_UNTESTED_BACKEND", raising=False)
     with pytest.raises(RuntimeError, match="instructlab-training 0.99.0 is installed; hpc-sft is tested with 0.16.2"):
         ilt.check_version()
+
+
+def test_the_untested_version_override_reaches_the_workers_gate(monkeypatch):
+    """One rule for the parent's check and the workers' patches: the override lets both through."""
+    from hpc_sft._worker.hpc_sft_shim import gate
+
+    monkeypatch.setattr(ilt, "installed_version", lambda: "0.99.0")
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "0.99.0")
+    monkeypatch.delenv(gate.OVERRIDE_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="HPC_SFT_EXACT_RESUME: instructlab-training 0.99.0 is installed"):
+        gate.require_tested("HPC_SFT_EXACT_RESUME")
+    monkeypatch.setenv(gate.OVERRIDE_ENV, "1")
+    ilt.check_version()
+    gate.require_tested("HPC_SFT_EXACT_RESUME")  # the worker shim honours it too (it did not before)
+
+
+def test_a_missing_trl_package_names_the_extra():
+    from hpc_sft.backends.trl.backend import require_packages
+    from hpc_sft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"backend: 'trl' needs no_such_pkg_x.*pip install 'hpc-sft\[trl\]'"):
+        require_packages(("trl", "no_such_pkg_x"))
+    require_packages(("trl", "peft"))  # both installed here: no error

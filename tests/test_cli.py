@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpc_sft.cli import main
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 MSG = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

@@ -72,7 +72,7 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
     assert res.exit_code == 0, res.output
     job_id = re.search(r"submitted job (\d+)", res.output).group(1)
     at_once = invoke("submit", recipe)  # a second writer of the same ckpt_output_dir, before the first starts
-    assert at_once.exit_code == 4 and f"is in use by Slurm job {job_id}" in at_once.output, at_once.output
+    assert at_once.exit_code == 5 and f"is in use by Slurm job {job_id}" in at_once.output, at_once.output
     assert f"hpc-sft logs {job_id} --follow" in res.output
     deadline = time.monotonic() + 240
     while True:  # wait for real progress
@@ -85,7 +85,7 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
         time.sleep(2)
     assert info["state"] == "RUNNING" and info["samples_total"] == 24000
     second = invoke("submit", recipe)  # a second writer of the same ckpt_output_dir is refused at submit
-    assert second.exit_code == 4 and f"is in use by Slurm job {job_id}" in second.output, second.output
+    assert second.exit_code == 5 and f"is in use by Slurm job {job_id}" in second.output, second.output
     code = ("import sys; from click.testing import CliRunner; from hpc_sft.cli import main; "
             f"r = CliRunner().invoke(main, ['status', {job_id!r}]); assert r.exit_code == 0, r.output; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'instructlab')]; "

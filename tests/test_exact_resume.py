@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hpc_sft._worker.hpc_sft_shim import resume as shim
-from tests.conftest import REPO, tiny_sft_kwargs
+from tests.helpers import REPO, tiny_sft_kwargs
 
 WORKER_DIR = REPO / "hpc_sft" / "_worker"
 EPOCHS = 2
@@ -290,8 +290,8 @@ def test_saved_step_counts_completed_steps_of_the_current_epoch(monkeypatch):
     monkeypatch.setattr(shim, "_applied_steps", {})
     accel_module = SimpleNamespace(Accelerator=Accelerator)
     odc_module = SimpleNamespace(save_on_demand_checkpoint=save_on_demand_checkpoint)
-    shim._patch_accelerator(accel_module)
-    shim._patch_on_demand_checkpoint(odc_module)
+    shim.patch_accelerator(accel_module)
+    shim.patch_on_demand_checkpoint(odc_module)
     args = SimpleNamespace(current_epoch=1, last_step=5)
     accel = accel_module.Accelerator()
 

@@ -66,7 +66,7 @@ NO_ANSWER = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_one_conversation_without_an_answer_is_fine(base_kwargs, tmp_path):
-    from tests.conftest import write_jsonl
+    from tests.helpers import write_jsonl
     from hpc_sft.pipeline import validate
 
     data = write_jsonl(tmp_path / "mixed.jsonl", [MSG, NO_ANSWER])

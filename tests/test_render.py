@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpc_sft.cli import main
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("HPC_SFT_REGEN_GOLDEN") == "1"  # regenerate: HPC_SFT_REGEN_GOLDEN=1 pytest tests/test_render.py

@@ -1,5 +1,4 @@
 """Requeue-safe runs on the real cluster: preemption storm, time limit, loops; bit-identical to uninterrupted."""
-import json
 import subprocess
 import time
 
@@ -10,7 +9,7 @@ from hpc_sft.executors.slurm import client as slurm_client
 from hpc_sft.executors.slurm.node_task import PLAN_TAG
 from hpc_sft.progress import step_metrics
 from hpc_sft.rundir.status import read_status
-from tests.conftest import tiny_sft_kwargs
+from tests.helpers import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]

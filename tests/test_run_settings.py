@@ -6,7 +6,7 @@ import pytest
 import hpc_sft
 from hpc_sft import pipeline
 from hpc_sft.rundir import settings as run_settings
-from tests.conftest import tiny_sft_kwargs, write_jsonl
+from tests.helpers import tiny_sft_kwargs, write_jsonl
 
 pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")
 

@@ -13,7 +13,7 @@ from hpc_sft.config.validate import build_config, split_values
 from hpc_sft.executors.slurm.env import SlurmEnv, rendezvous
 from hpc_sft.executors.slurm.node_task import PLAN_TAG, cpu_threads, plan_record, prepare_data, slurm_launch
 from hpc_sft.launch import finalize
-from tests.conftest import tiny_sft_kwargs
+from tests.helpers import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]

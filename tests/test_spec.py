@@ -5,7 +5,7 @@ import hpc_sft
 from hpc_sft.algorithms import SFTAlgorithm
 from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
 from hpc_sft.config import spec
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # The seed (training_hub) sft() signature, in order; all defaults None except backend.
 SEED = ["model_path", "data_path", "ckpt_output_dir", "backend", "num_epochs", "effective_batch_size",
@@ -57,10 +57,10 @@ def test_create_algorithm_default_and_errors():
 
 
 def test_generated_docs_are_up_to_date():
-    from hpc_sft.config.docgen import generated
+    from hpc_sft.docgen import generated
 
     for path, text in generated(REPO).items():
-        assert path.read_text() == text, f"{path} is stale; regenerate with: python -m hpc_sft.config.docgen"
+        assert path.read_text() == text, f"{path} is stale; regenerate with: python -m hpc_sft.docgen"
 
 
 def test_every_slurm_option_is_documented():
@@ -73,6 +73,6 @@ def test_every_slurm_option_is_documented():
 
 def test_parameter_reference_doc_is_generated_from_spec():
     doc = (REPO / "docs" / "parameters.md").read_text()
-    assert doc == spec.docs_markdown(), "regenerate with: python -m hpc_sft.config.docgen"
+    assert doc == spec.docs_markdown(), "regenerate with: python -m hpc_sft.docgen"
     for p in spec.PARAMS:
         assert f"`{p.name}`" in doc

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 import hpc_sft
-from tests.conftest import tiny_sft_kwargs
+from tests.helpers import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytest.importorskip("instructlab.training", reason="instructlab-training is not installed")

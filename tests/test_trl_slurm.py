@@ -7,7 +7,7 @@ import hpc_sft
 from hpc_sft.progress import run_status
 from hpc_sft.rundir.layout import METRICS_FILE
 from hpc_sft.rundir.status import read_status
-from tests.conftest import tiny_sft_kwargs
+from tests.helpers import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
 from tests.test_requeue_slurm import preempt_at
 

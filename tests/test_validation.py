@@ -1,11 +1,10 @@
 """Every validation error fires before any work starts, with a message naming the key and the fix."""
-import json
 
 import pytest
 
 import hpc_sft
 from hpc_sft.config.validate import build_config
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 
 def build(**kw):

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +38,12 @@ def test_installed_wheel_renders_from_its_own_templates(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_wheel_declares_the_trl_extra(wheel):
+    """backend = "trl" imports trl and peft: they are declared, not left to arrive with instructlab-training."""
+    archive = zipfile.ZipFile(wheel)
+    meta = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "Provides-Extra: trl" in meta
+    assert any(line.startswith("Requires-Dist: trl") and "extra == 'trl'" in line for line in meta.splitlines())
+    assert any(line.startswith("Requires-Dist: peft") and "extra == 'trl'" in line for line in meta.splitlines())

@@ -1,9 +1,11 @@
-"""SlurmOptions: where a job runs and with what resources; sbatch long-option names with underscores."""
+"""SlurmOptions: where a job runs and with what resources; sbatch long-option names with underscores.
+
+One table (FIELDS) defines every option: the dataclass, the checks, DOCS and the recipe reference come from it.
+"""
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, unknown_key
@@ -12,91 +14,98 @@ TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
-class SlurmOptions:
-    """Resources of one job. `setup` lines run before the task; `additional` passes other sbatch options."""
+class SlurmField:
+    """One [slurm] option. kind: int | str | bool | time | lines | table; `low`: an int's least value."""
 
-    partition: Optional[str] = None
-    nodes: int = 1
-    gpus_per_node: int = 0
-    time: str = "01:00:00"
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
-    cpus_per_task: Optional[int] = None
-    mem: Optional[str] = None
-    exclusive: bool = False
-    signal_lead_s: int = 120
-    max_requeues: int = 10
-    setup: tuple[str, ...] = ()
-    additional: dict = field(default_factory=dict)
-    folder: Optional[str] = None  # default: {ckpt_output_dir}/slurm
-
-    @classmethod
-    def from_value(cls, value: Any) -> "SlurmOptions":
-        """Accept a SlurmOptions, a mapping of its fields, or None; raise ConfigError naming bad keys."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return check(value)
-        if not isinstance(value, Mapping):
-            raise ConfigError("slurm", f"must be SlurmOptions or a dict, got {type(value).__name__}",
-                              "pass slurm={'partition': 'gpu', 'nodes': 2, ...}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in value:
-            if key not in names:
-                raise unknown_key(f"slurm.{key}", (f"slurm.{n}" for n in names), "Slurm option")
-        value = dict(value)
-        if isinstance(value.get("setup"), list):
-            value["setup"] = tuple(value["setup"])
-        return check(cls(**value))
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    low: Optional[int] = None
 
     @property
-    def timeout_min(self) -> int:
-        return time_to_minutes(self.time)
+    def annotation(self) -> Any:
+        return {"int": Optional[int] if self.default is None else int, "str": Optional[str], "bool": bool,
+                "time": str, "lines": tuple, "table": dict}[self.kind]
 
 
-DOCS = {
-    "partition": "sbatch --partition (default: the cluster's default partition)",
-    "nodes": "number of nodes; one task per node; nnodes follows it",
-    "gpus_per_node": "sbatch --gpus-per-node (0: not passed, e.g. CPU partitions)",
-    "time": "time limit, any sbatch format: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S",
-    "account": "sbatch --account",
-    "qos": "sbatch --qos",
-    "constraint": "sbatch --constraint",
-    "cpus_per_task": "sbatch --cpus-per-task",
-    "mem": "sbatch --mem, e.g. \"200G\"",
-    "exclusive": "sbatch --exclusive",
-    "signal_lead_s": "seconds before the time limit that USR2 arrives: checkpoint, then requeue",
-    "max_requeues": "give up after this many requeues (time limits and preemptions)",
-    "setup": "shell lines run before the task: module load, venv/conda activation, exports",
-    "additional": "other sbatch options, e.g. { mail_type = \"END\", reservation = \"x\" }",
-    "folder": "job files and logs (default: {ckpt_output_dir}/slurm)",
-}
+F = SlurmField
+FIELDS: tuple[SlurmField, ...] = (
+    F("partition", "str", None, "sbatch --partition (default: the cluster's default partition)"),
+    F("nodes", "int", 1, "number of nodes; one task per node; nnodes follows it", low=1),
+    F("gpus_per_node", "int", 0, "sbatch --gpus-per-node (0: not passed, e.g. CPU partitions)", low=0),
+    F("time", "time", "01:00:00", "time limit, any sbatch format: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S"),
+    F("account", "str", None, "sbatch --account"),
+    F("qos", "str", None, "sbatch --qos"),
+    F("constraint", "str", None, "sbatch --constraint"),
+    F("cpus_per_task", "int", None, "sbatch --cpus-per-task", low=1),
+    F("mem", "str", None, "sbatch --mem, e.g. \"200G\""),
+    F("exclusive", "bool", False, "sbatch --exclusive"),
+    F("signal_lead_s", "int", 120, "seconds before the time limit that USR2 arrives: checkpoint, then requeue",
+      low=1),
+    F("max_requeues", "int", 10, "give up after this many requeues (time limits and preemptions)", low=0),
+    F("setup", "lines", (), "shell lines run before the task: module load, venv/conda activation, exports"),
+    F("additional", "table", None, "other sbatch options, e.g. { mail_type = \"END\", reservation = \"x\" }"),
+    F("folder", "str", None, "job files and logs (default: {ckpt_output_dir}/slurm)"),
+)
+DOCS = {f.name: f.doc for f in FIELDS}
 
-INT_FIELDS = {"nodes": 1, "gpus_per_node": 0, "signal_lead_s": 1, "max_requeues": 0}
-STR_FIELDS = ("partition", "account", "qos", "constraint", "mem", "folder")
+
+def _from_value(cls, value: Any):
+    """Accept a SlurmOptions, a mapping of its fields, or None; raise ConfigError naming bad keys."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return check(value)
+    if not isinstance(value, Mapping):
+        raise ConfigError("slurm", f"must be SlurmOptions or a dict, got {type(value).__name__}",
+                          "pass slurm={'partition': 'gpu', 'nodes': 2, ...}")
+    for key in value:
+        if key not in DOCS:
+            raise unknown_key(f"slurm.{key}", (f"slurm.{n}" for n in DOCS), "Slurm option")
+    value = dict(value)
+    if isinstance(value.get("setup"), list):
+        value["setup"] = tuple(value["setup"])
+    return check(cls(**value))
 
 
-def check(opts: SlurmOptions) -> SlurmOptions:
-    """Raise ConfigError for the first bad field."""
-    for name, low in INT_FIELDS.items():
-        _check_int(name, getattr(opts, name), low)
-    if opts.cpus_per_task is not None:
-        _check_int("cpus_per_task", opts.cpus_per_task, 1)
-    for name in STR_FIELDS:
-        val = getattr(opts, name)
-        if val is not None and (not isinstance(val, str) or not val.strip() or not val.isprintable()):
-            raise ConfigError(f"slurm.{name}", f"must be a non-empty one-line string, got {val!r}",
-                              f"set slurm.{name} without newlines or control characters")
-    if not isinstance(opts.exclusive, bool):
-        raise ConfigError("slurm.exclusive", f"must be true or false, got {opts.exclusive!r}", "")
-    time_to_minutes(opts.time)
-    _check_setup(opts.setup)
-    _check_additional(opts.additional)
+SlurmOptions = make_dataclass(
+    "SlurmOptions",
+    [(f.name, f.annotation, field(default_factory=dict) if f.kind == "table" else field(default=f.default))
+     for f in FIELDS],
+    frozen=True,
+    namespace={"from_value": classmethod(_from_value),
+               "timeout_min": property(lambda self: time_to_minutes(self.time))})
+SlurmOptions.__module__ = __name__  # so pickling (submitit) finds it
+SlurmOptions.__doc__ = ("Resources of one job (fields: FIELDS). `setup` lines run before the task; "
+                        "`additional` passes other sbatch options.")
+
+
+def check(opts) -> Any:
+    """Raise ConfigError for the first bad field, in table order; then the fields checked together."""
+    for spec in FIELDS:
+        CHECKS[spec.kind](spec, getattr(opts, spec.name))
     if opts.signal_lead_s >= opts.timeout_min * 60:
         raise ConfigError("slurm.signal_lead_s", f"{opts.signal_lead_s}s is not shorter than time={opts.time}",
                           "make the time limit longer than the signal lead")
     return opts
+
+
+def _check_int_field(spec: SlurmField, val: Any) -> None:
+    if val is not None or spec.default is not None:
+        _check_int(spec.name, val, spec.low or 0)
+
+
+def _check_str(spec: SlurmField, val: Any) -> None:
+    if val is not None and (not isinstance(val, str) or not val.strip() or not val.isprintable()):
+        raise ConfigError(f"slurm.{spec.name}", f"must be a non-empty one-line string, got {val!r}",
+                          f"set slurm.{spec.name} without newlines or control characters")
+
+
+def _check_bool(spec: SlurmField, val: Any) -> None:
+    if not isinstance(val, bool):
+        raise ConfigError(f"slurm.{spec.name}", f"must be true or false, got {val!r}",
+                          f"set slurm.{spec.name} = true or false")
 
 
 def _check_int(name: str, val: Any, low: int) -> None:
@@ -105,13 +114,13 @@ def _check_int(name: str, val: Any, low: int) -> None:
                           f"set slurm.{name} to a whole number >= {low}")
 
 
-def _check_setup(setup: Any) -> None:
+def _check_setup(_spec: SlurmField, setup: Any) -> None:
     if not isinstance(setup, tuple) or not all(isinstance(s, str) for s in setup):
         raise ConfigError("slurm.setup", f"must be a list of shell lines, got {setup!r}",
                           'use setup = ["module load cuda", "source /path/venv/bin/activate"]')
 
 
-def _check_additional(extra: Any) -> None:
+def _check_additional(_spec: SlurmField, extra: Any) -> None:
     if not isinstance(extra, Mapping):
         raise ConfigError("slurm.additional", f"must be a table of sbatch options, got {extra!r}",
                           'use additional = {mail_type = "END"}')
@@ -150,3 +159,7 @@ def _check_fields(text: Any, fields) -> None:
             raise ConfigError("slurm.time", f"{text!r} has {what} = {int(value)} (at most {top})",
                               "use M, M:S, H:M:S, D-H, D-H:M or D-H:M:S with minutes and seconds up to 59 "
                               "(hours up to 23 after a day count), e.g. time = \"1-02:00:00\"")
+
+
+CHECKS = {"int": _check_int_field, "str": _check_str, "bool": _check_bool,
+          "time": lambda _spec, val: time_to_minutes(val), "lines": _check_setup, "table": _check_additional}

@@ -114,7 +114,7 @@ SFTConfig.__doc__ = "A validated sft() call: every parameter of PARAMS plus the 
 def docs_markdown() -> str:
     """The parameter reference, generated from PARAMS (docs/parameters.md)."""
     lines = ["# sft() and recipe [sft] parameters", "",
-             "Generated from `hpc_sft/config/spec.py` by `python -m hpc_sft.config.docgen`; do not edit by hand.", ""]
+             "Generated from `hpc_sft/config/spec.py` by `python -m hpc_sft.docgen`; do not edit by hand.", ""]
     for section in dict.fromkeys(p.section for p in PARAMS):
         lines += [f"## {section}", "", "| name | type | default | range | meaning |", "|---|---|---|---|---|"]
         for p in (q for q in PARAMS if q.section == section):

@@ -21,8 +21,11 @@ def owner_here(job_id: Optional[str]) -> dict:
 def alive(owner: dict) -> bool:
     """Is the lock's owner still running (its Slurm job queued/running, or its process on this host)?"""
     if owner.get("job_id") and shutil.which("squeue"):
-        out = subprocess.run(["squeue", "-h", "-j", str(owner["job_id"]), "-o", "%T"], capture_output=True,
-                             text=True, timeout=30)
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", str(owner["job_id"]), "-o", "%T"], capture_output=True,
+                                 text=True, timeout=30)
+        except subprocess.TimeoutExpired:  # slurmctld not answering: assume the owner lives (never steal)
+            return True
         return out.returncode == 0 and bool(out.stdout.strip())
     if owner.get("host") == socket.gethostname() and owner.get("pid"):
         try:
@@ -43,13 +46,19 @@ def holder(ckpt_dir: Path) -> Optional[dict]:
         return None
 
 
-def check_free(ckpt_dir: Path, job_id: Optional[str] = None) -> None:
-    """TrainingError if another live job or process trains into ckpt_dir."""
+def check_free(ckpt_dir: Path, job_id: Optional[str] = None, error: type = TrainingError) -> None:
+    """`error` (TrainingError on a node; SubmitError at submit: nothing is queued) if another live job or
+    process trains into ckpt_dir."""
     owner = holder(ckpt_dir)
     if owner and (job_id is None or str(owner.get("job_id")) != str(job_id)) and alive(owner):
         who = f"Slurm job {owner['job_id']}" if owner.get("job_id") else f"pid {owner.get('pid')} on {owner.get('host')}"
-        raise TrainingError(f"ckpt_output_dir {ckpt_dir} is in use by {who}. Fix: wait for it, cancel it, "
-                            "or choose another ckpt_output_dir")
+        raise error(in_use(ckpt_dir, who))
+
+
+def in_use(ckpt_dir, who: str) -> str:
+    """The one message for a ckpt_output_dir another writer holds."""
+    return (f"ckpt_output_dir {ckpt_dir} is in use by {who}. Fix: wait for it, cancel it, or choose another "
+            "ckpt_output_dir")
 
 
 def acquire(ckpt_dir: Path, job_id: Optional[str]) -> Path:

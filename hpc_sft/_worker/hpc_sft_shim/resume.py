@@ -194,9 +194,9 @@ def install() -> None:
     from hpc_sft_shim.hooks import on_import
 
     on_import("instructlab.training", _check_supported)
-    on_import("instructlab.training.accelerator", _patch_accelerator)
-    on_import("instructlab.training.on_demand_checkpoint", _patch_on_demand_checkpoint)
-    on_import("instructlab.training.utils", _patch_utils)
+    on_import("instructlab.training.accelerator", patch_accelerator)
+    on_import("instructlab.training.on_demand_checkpoint", patch_on_demand_checkpoint)
+    on_import("instructlab.training.utils", patch_utils)
 
 
 def _check_supported(_module) -> None:
@@ -205,7 +205,7 @@ def _check_supported(_module) -> None:
     require_tested("HPC_SFT_EXACT_RESUME")
 
 
-def _patch_accelerator(module) -> None:
+def patch_accelerator(module) -> None:
     """accelerator.py:290 Accelerator.take_optimizer_step: count applied steps per epoch."""
     original = module.Accelerator.take_optimizer_step
 
@@ -227,7 +227,7 @@ def completed_steps(args, epoch: int) -> int:
     return skipped + _applied_steps.get(epoch, 0)
 
 
-def _patch_on_demand_checkpoint(module) -> None:
+def patch_on_demand_checkpoint(module) -> None:
     """on_demand_checkpoint.py:267 save_on_demand_checkpoint: save the per-epoch step count."""
     import inspect
 
@@ -257,55 +257,67 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _patch_utils(module) -> None:
+def patch_utils(module) -> None:
     """utils.py:861 save_full_state (staged + published) and :916 load_latest_full_state (repair)."""
-    import copy
+    _wrap_save_full_state(module)
+    _wrap_load_latest_full_state(module)
+
+
+def _wrap_save_full_state(module) -> None:
     import inspect
 
-    original_save = module.save_full_state
-    save_signature = inspect.signature(original_save)
+    original = module.save_full_state
+    signature = inspect.signature(original)
 
-    @functools.wraps(original_save)
+    @functools.wraps(original)
     def save_full_state(*args, **kwargs):
-        bound = save_signature.bind(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        train_args, accelerator = bound.arguments["args"], bound.arguments["accelerator"]
-        epoch = bound.arguments["epoch"]
-        ckpt = os.fspath(train_args.output_dir)
-        root = staging_root(ckpt)
-        staged = os.path.join(root, "full_state", f"epoch_{epoch}")
-        main = accelerator.is_main_process
-        if main and os.path.lexists(staged):
-            shutil.rmtree(staged)  # a torn earlier attempt
-        barrier()
-        staged_args = copy.copy(train_args)
-        staged_args.output_dir = root  # ILT writes {output_dir}/full_state/epoch_E
-        bound.arguments["args"] = staged_args
-        started = time.monotonic()
-        original_save(*bound.args, **bound.kwargs)
-        barrier()  # every rank has written its files
-        seconds = round(time.monotonic() - started, 3)
-        faults.pause("PAUSE_BEFORE_PUBLISH", "pausing before publishing a full state")
-        if main:
-            metadata = {"current_epoch": epoch, "samples_seen": bound.arguments["samples_seen"],
-                        "global_step": bound.arguments["global_step"]}
-            write_marker(staged, metadata, {"world_size": int(os.environ.get("WORLD_SIZE", "1")),
-                                            "save_seconds": seconds})
-            publish(staged, os.path.join(ckpt, "full_state", f"epoch_{epoch}"),
-                    os.path.join(root, "replaced", f"epoch_{epoch}"))
-            shutil.rmtree(root, ignore_errors=True)
-            _log(f"published full_state/epoch_{epoch} {metadata}")
-        barrier()
+        staged_save(original, bound)
 
     module.save_full_state = save_full_state
 
-    original_load = module.load_latest_full_state
 
-    @functools.wraps(original_load)
+def staged_save(original, bound) -> None:
+    """Let instructlab-training write the state under the staging root, then mark and publish it (rank 0)."""
+    import copy
+
+    train_args, accelerator = bound.arguments["args"], bound.arguments["accelerator"]
+    epoch, ckpt = bound.arguments["epoch"], os.fspath(train_args.output_dir)
+    root = staging_root(ckpt)
+    staged = os.path.join(root, "full_state", f"epoch_{epoch}")
+    main = accelerator.is_main_process
+    if main and os.path.lexists(staged):
+        shutil.rmtree(staged)  # a torn earlier attempt
+    barrier()
+    staged_args = copy.copy(train_args)
+    staged_args.output_dir = root  # ILT writes {output_dir}/full_state/epoch_E
+    bound.arguments["args"] = staged_args
+    started = time.monotonic()
+    original(*bound.args, **bound.kwargs)
+    barrier()  # every rank has written its files
+    seconds = round(time.monotonic() - started, 3)
+    faults.pause("PAUSE_BEFORE_PUBLISH", "pausing before publishing a full state")
+    if main:
+        metadata = {"current_epoch": epoch, "samples_seen": bound.arguments["samples_seen"],
+                    "global_step": bound.arguments["global_step"]}
+        write_marker(staged, metadata, {"world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                                        "save_seconds": seconds})
+        publish(staged, os.path.join(ckpt, "full_state", f"epoch_{epoch}"),
+                os.path.join(root, "replaced", f"epoch_{epoch}"))
+        shutil.rmtree(root, ignore_errors=True)
+        _log(f"published full_state/epoch_{epoch} {metadata}")
+    barrier()
+
+
+def _wrap_load_latest_full_state(module) -> None:
+    original = module.load_latest_full_state
+
+    @functools.wraps(original)
     def load_latest_full_state(args, accelerator, *rest, **kwargs):
         if accelerator.is_main_process:
             repair_full_states(args.output_dir)
         barrier()
-        return original_load(args, accelerator, *rest, **kwargs)
+        return original(args, accelerator, *rest, **kwargs)
 
     module.load_latest_full_state = load_latest_full_state

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ... import signals
+from ..._worker.hpc_sft_shim.gate import OVERRIDE_ENV, untested
 from ..._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
 from ...errors import ConfigError, TrainingError
 from ...launch import Launch, worker_env
@@ -254,8 +255,8 @@ def installed_version() -> str:
 def check_version() -> None:
     """CPU patches and resume fixes are written against TESTED_VERSIONS; refuse others clearly."""
     found = installed_version()
-    if found not in TESTED_VERSIONS and not os.environ.get("HPC_SFT_ALLOW_UNTESTED_BACKEND"):
+    if untested(found):
         raise TrainingError(
             f"instructlab-training {found} is installed; hpc-sft is tested with {', '.join(TESTED_VERSIONS)}. "
             f"Fix: pip install 'instructlab-training=={TESTED_VERSIONS[-1]}' "
-            "(or set HPC_SFT_ALLOW_UNTESTED_BACKEND=1 at your own risk)")
+            f"(or set {OVERRIDE_ENV}=1 at your own risk)")

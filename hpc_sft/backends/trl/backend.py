@@ -11,6 +11,16 @@ from ..base import Backend
 from .mapping import ALIASES, LORA_FIELDS, SAME_NAME, SFTCONFIG_FIELDS, check_lora, lora_args, map_args, static_launch
 
 
+def require_packages(names) -> None:
+    """ConfigError naming the extra to install when a package this backend needs is missing."""
+    import importlib.util
+
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError("backend", f"'trl' needs {', '.join(missing)}, which is not installed here",
+                          "pip install 'hpc-sft[trl]'")
+
+
 class TRLSFTBackend(Backend):
     """SFT with TRL's SFTTrainer (imported only when training runs)."""
 
@@ -40,6 +50,7 @@ class TRLSFTBackend(Backend):
     def check_values(self, config) -> None:
         """Build the real SFTConfig (and LoraConfig) once, so a bad value fails before any work starts."""
         self.check_static(config)
+        require_packages(("trl", "peft") if lora_args(config) is not None else ("trl",))
         launch = static_launch(config)
         from trl import SFTConfig
 

@@ -40,64 +40,70 @@ def agreed(flag: bool, device) -> bool:
     return bool(vote.item())
 
 
+def checkpoint_dir(args, state) -> Path:
+    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+
+class CallbackHooks:
+    """The hooks of hpc-sft's TrainerCallback (kept free of transformers: hpc_sft_callback adds the base)."""
+
+    def __init__(self, config) -> None:
+        self.config, self.stopping = config, False
+        self.metrics = Path(config.ckpt_output_dir) / METRICS_FILE
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and not self.metrics.is_file():
+            head = {"backend": "trl", "num_epochs": self.config.num_epochs or 1,
+                    "effective_batch_size": self.config.effective_batch_size, "max_steps": state.max_steps}
+            self.metrics.write_text(json.dumps(head) + "\n")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with open(self.metrics, "a") as fh:
+                fh.write(json.dumps(self.metrics_row(state, logs)) + "\n")
+
+    def metrics_row(self, state, logs: dict) -> dict:
+        row = {"step": state.global_step, "epoch": state.epoch, "timestamp": datetime.now().isoformat(), **logs}
+        if "loss" in logs:  # a training step (not the end-of-run summary): what `hpc-sft status` reads
+            batch, epochs = self.config.effective_batch_size, self.config.num_epochs or 1
+            row.update(samples_seen=state.global_step * batch, batch_size=batch, avg_loss=logs["loss"],
+                       total_samples=state.max_steps * batch // epochs)  # per epoch
+        return row
+
+    def on_step_end(self, args, state, control, **kwargs):
+        faults.pause("STEP_DELAY")
+        if not self.stopping and agreed(stop_requested(), args.device):
+            self.stopping = True
+            if state.is_world_process_zero:
+                log.warning(f"trl: warning signal; saving checkpoint-{state.global_step} and stopping")
+            control.should_save = True
+            control.should_training_stop = True
+        if control.should_save and state.is_world_process_zero:
+            drop_marker(checkpoint_dir(args, state))
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stopping:
+            control.should_save = False  # saved at this step already
+        elif control.should_save and state.is_world_process_zero:
+            drop_marker(checkpoint_dir(args, state))
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank's files (rng_state_R.pth) are on disk
+        if state.is_world_process_zero:
+            if self.stopping:
+                faults.pause("PAUSE_STOP_SAVE", "holding the stop save open")
+            mark_complete(checkpoint_dir(args, state), state.global_step)
+        return control
+
+
 def hpc_sft_callback(config):
     """A TrainerCallback for metrics, stop-on-signal and the checkpoint completeness marker. Put it last
     in the callback list so that it sees every other callback's save request."""
     from transformers import TrainerCallback
 
-    metrics = Path(config.ckpt_output_dir) / METRICS_FILE
-
-    def checkpoint_dir(args, state) -> Path:
-        return Path(args.output_dir) / f"checkpoint-{state.global_step}"
-
-    class HpcSftCallback(TrainerCallback):
-        stopping = False
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            if state.is_world_process_zero and not metrics.is_file():
-                head = {"backend": "trl", "num_epochs": config.num_epochs or 1,
-                        "effective_batch_size": config.effective_batch_size, "max_steps": state.max_steps}
-                metrics.write_text(json.dumps(head) + "\n")
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                row = {"step": state.global_step, "epoch": state.epoch, "timestamp": datetime.now().isoformat(),
-                       **logs}
-                if "loss" in logs:  # a training step (not the end-of-run summary): what `hpc-sft status` reads
-                    batch = config.effective_batch_size
-                    row.update(samples_seen=state.global_step * batch, batch_size=batch, avg_loss=logs["loss"],
-                               total_samples=state.max_steps * batch // (config.num_epochs or 1))  # per epoch
-                with open(metrics, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-
-        def on_step_end(self, args, state, control, **kwargs):
-            faults.pause("STEP_DELAY")
-            if not self.stopping and agreed(stop_requested(), args.device):
-                self.stopping = True
-                if state.is_world_process_zero:
-                    log.warning(f"trl: warning signal; saving checkpoint-{state.global_step} and stopping")
-                control.should_save = True
-                control.should_training_stop = True
-            if control.should_save and state.is_world_process_zero:
-                drop_marker(checkpoint_dir(args, state))
-            return control
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if self.stopping:
-                control.should_save = False  # saved at this step already
-            elif control.should_save and state.is_world_process_zero:
-                drop_marker(checkpoint_dir(args, state))
-            return control
-
-        def on_save(self, args, state, control, **kwargs):
-            barrier()  # every rank's files (rng_state_R.pth) are on disk
-            if state.is_world_process_zero:
-                if self.stopping:
-                    faults.pause("PAUSE_STOP_SAVE", "holding the stop save open")
-                mark_complete(checkpoint_dir(args, state), state.global_step)
-            return control
-
-    return HpcSftCallback()
+    return type("HpcSftCallback", (CallbackHooks, TrainerCallback), {})(config)
 
 
 def train(config, launch, callbacks=()) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ... import jobs, registry
-from ...errors import SubmitError, TrainingError
+from ...errors import SubmitError
 from ...rundir import lock as ckpt_lock
 from .. import Checks
 from . import check as slurm_check
@@ -110,11 +110,10 @@ class SlurmExecutor:
         if problem is not None:
             raise SubmitError(f"{problem}. Nothing was queued")
         ckpt = Path(plan.config.ckpt_output_dir).resolve()
-        ckpt_lock.check_free(ckpt)
+        ckpt_lock.check_free(ckpt, error=SubmitError)
         waiting = client.queued_for(str(ckpt))
         if waiting:
-            raise TrainingError(f"ckpt_output_dir {ckpt} is in use by Slurm job {waiting[0]} (queued). Fix: wait for "
-                                "it, cancel it, or choose another ckpt_output_dir")
+            raise SubmitError(ckpt_lock.in_use(ckpt, f"Slurm job {waiting[0]} (queued)") + ". Nothing was queued")
         if backend is not None:
             backend.check_values(plan.config)
         with removed_on_failure(plan.folder):
