@@ -5,7 +5,8 @@ import time
 import pytest
 
 from hpc_sft.executors.slurm.job import SlurmJob
-from hpc_sft.executors.slurm.node_task import forget_earlier_result, requeue
+from hpc_sft.executors.slurm.leaving import requeue
+from hpc_sft.executors.slurm.node_task import forget_earlier_result
 from hpc_sft.result import TrainingResult
 
 pytestmark = [pytest.mark.slurm]

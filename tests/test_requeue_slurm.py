@@ -1,12 +1,17 @@
 """Requeue-safe runs on the real cluster: preemption storm, time limit, loops; bit-identical to uninterrupted."""
+import json
+import os
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 import hpc_sft
 from hpc_sft.executors.slurm import client as slurm_client
 from hpc_sft.executors.slurm.node_task import PLAN_TAG
+from hpc_sft.executors.slurm.watchdog import MARK
 from hpc_sft.progress import step_metrics
 from hpc_sft.rundir.status import read_status
 from tests.helpers import tiny_sft_kwargs
@@ -166,3 +171,58 @@ def test_kill_during_a_save_resumes_from_the_previous_complete_state(
     assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
     log = again.log_paths(0)[0].read_text() + (ckpt / "full_logs_global0.log").read_text()
     assert "deleted the torn staged state epoch_1" in log
+
+
+def worker_pid(ckpt, node_rank: int):
+    """The pid of the instructlab-training worker of node `node_rank` that trains into ckpt (from /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if (any(arg.endswith(b"main_ds.py") for arg in argv) and f"--output_dir={ckpt}".encode() in argv
+                and f"GROUP_RANK={node_rank}".encode() in environ):
+            return int(entry.name)
+    return None
+
+
+def plan_hosts(job) -> list[list[str]]:
+    """The hosts of each run of the job, in order (from every node's plan lines)."""
+    runs: dict[int, list[str]] = {}
+    for path in job.stdout_paths:
+        count = 0
+        for line in path.read_text().splitlines():
+            if line.startswith(PLAN_TAG):
+                runs.setdefault(count, []).append(json.loads(line[len(PLAN_TAG):])["host"])
+                count += 1
+    return [sorted(hosts) for _, hosts in sorted(runs.items())]
+
+
+def test_a_hung_worker_is_named_and_its_node_left_behind(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
+                                                         monkeypatch):
+    """SIGSTOP one worker on the second node mid-epoch: the watchdog names it, the job requeues without
+    that node and ends with the weights of an uninterrupted run."""
+    ckpt = tmp_path / "ckpt"
+    with monkeypatch.context() as mp:
+        mp.setenv("HPC_SFT_FAULT_STEP_DELAY_S", "0.1")
+        job = submit(tiny_model, data_1200, ckpt, 2, {"hang_timeout_s": 15})
+    wait_until(lambda: (ckpt / "full_state" / "epoch_0" / "hpc_sft_complete.json").is_file(), 300, "epoch 0 state")
+    wait_until(lambda: samples_now(ckpt) >= 1400, 120, "epoch 1 under way")
+    pid = worker_pid(ckpt, 1)
+    assert pid, "no worker of node 1 found"
+    os.kill(pid, signal.SIGSTOP)
+    result = job.wait(timeout_s=600)
+    assert result.restarts >= 1 and result.samples_seen == 2400
+    assert final_weights(result) == final_weights(reference)
+    stop = read_status(ckpt)["stops"][0]
+    assert stop["action"] == "requeue" and stop["reason"].startswith("hang: no progress for"), stop
+    assert f"stuck: rank 1 (pid {pid}) on node 1 (node2) is stopped (state T)" in stop["reason"], stop
+    runs = plan_hosts(job)
+    assert runs[0] == ["node1", "node2"] and "node2" not in runs[1], runs
+    node1 = job.log_paths(1)[0].read_text()
+    assert f"{MARK} on node 1 (node2)" in node1 and f"{MARK} stacks of rank 1 (pid {pid}):\n(no answer)" in node1
+    node0 = job.log_paths(0)[0].read_text()
+    assert f"{MARK} stacks of rank 0" in node0 and "File " in node0.split(f"{MARK} stacks of rank 0")[1][:4000]
+    shown = subprocess.run(["scontrol", "show", "job", job.job_id], capture_output=True, text=True).stdout
+    assert "ExcNodeList=node2" in shown, shown

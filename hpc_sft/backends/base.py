@@ -56,6 +56,15 @@ class Backend(ABC):
     def execute_training(self, config, launch) -> None:
         """Run training for one node with this launch layout; raise TrainingError on failure."""
 
+    def local_processes(self, launch) -> int:
+        """How many training processes this backend starts on one node for `launch` (0: it trains inside the
+        calling process, which the hang watchdog cannot end). Compute side; may import torch."""
+        if isinstance(launch.nproc_per_node, int):
+            return launch.nproc_per_node
+        import torch
+
+        return max(1, torch.cuda.device_count()) if launch.device == "cuda" else 1
+
     def process_data(self, config, output_dir: str) -> None:
         """Tokenize config.data_path into output_dir (only backends with pretokenizes = True)."""
         raise NotImplementedError(f"the {self.name} backend tokenizes inside its training processes")

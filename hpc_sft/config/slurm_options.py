@@ -44,6 +44,9 @@ FIELDS: tuple[SlurmField, ...] = (
     F("signal_lead_s", "int", 120, "seconds before the time limit that USR2 arrives: checkpoint, then requeue",
       low=1),
     F("max_requeues", "int", 10, "give up after this many requeues (time limits and preemptions)", low=0),
+    F("hang_timeout_s", "int", 1800, "seconds a run may go without progress before the node dumps its stacks, "
+      "ends its processes and requeues without the stuck node (start-up and a first save get 4x, a step at "
+      "least 10x the longest so far, a save 3x the longest so far; 0: no watchdog)", low=0),
     F("setup", "lines", (), "shell lines run before the task: module load, venv/conda activation, exports"),
     F("additional", "table", None, "other sbatch options, e.g. { mail_type = \"END\", reservation = \"x\" }"),
     F("folder", "str", None, "job files and logs (default: {ckpt_output_dir}/slurm)"),

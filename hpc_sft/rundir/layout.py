@@ -49,6 +49,16 @@ def node_stopped_file(attempt: str, node_rank: int) -> str:
     return f".hpc_sft_stopped.{attempt}.node{node_rank}"
 
 
+def beats_dir(attempt: str) -> str:
+    """Every rank's progress beats and stack dumps of one attempt (the hang watchdog reads them)."""
+    return f".hpc_sft_beats/{attempt}"
+
+
+def hang_record_file(attempt: str, node_rank) -> str:
+    """A node's hang record: what stalled and which of its ranks look stuck (node 0 excludes their node)."""
+    return f".hpc_sft_hang.{attempt}.node{node_rank}.json"
+
+
 def hf_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(samples, path) of every complete hf_format/samples_N checkpoint, oldest first."""
     root = Path(ckpt_dir) / HF_FORMAT

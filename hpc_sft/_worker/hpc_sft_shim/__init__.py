@@ -28,6 +28,10 @@ def activate() -> None:
         from hpc_sft_shim import resume
 
         resume.install()
+    if os.environ.get("HPC_SFT_BEAT_DIR"):
+        from hpc_sft_shim import beats
+
+        beats.install()
     if any(name.startswith("HPC_SFT_FAULT_") for name in os.environ):
         from hpc_sft_shim import faults
 

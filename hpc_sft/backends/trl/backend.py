@@ -69,6 +69,11 @@ class TRLSFTBackend(Backend):
                 raise ConfigError("lora_r", f"rejected by peft.LoraConfig: {exc}",
                                   "check lora_r, lora_alpha, lora_dropout, lora_target_modules") from None
 
+    def local_processes(self, launch) -> int:
+        """torchrun workers, except for one process on one node: that trains here."""
+        nproc = _nproc(launch)
+        return 0 if nproc == 1 and launch.nnodes == 1 else nproc
+
     def execute_training(self, config, launch) -> None:
         nproc = _nproc(launch)
         if nproc == 1 and launch.nnodes == 1:

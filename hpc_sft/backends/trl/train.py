@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ... import signals
-from ..._worker.hpc_sft_shim import faults
+from ..._worker.hpc_sft_shim import beats, faults
 from ..._worker.hpc_sft_shim.resume import barrier
 from ...rundir.layout import HF_FORMAT, METRICS_FILE
 from .checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
@@ -52,6 +52,7 @@ class CallbackHooks:
         self.metrics = Path(config.ckpt_output_dir) / METRICS_FILE
 
     def on_train_begin(self, args, state, control, **kwargs):
+        beats.arm_stack_dumps()
         if state.is_world_process_zero and not self.metrics.is_file():
             head = {"backend": "trl", "num_epochs": self.config.num_epochs or 1,
                     "effective_batch_size": self.config.effective_batch_size, "max_steps": state.max_steps}
@@ -72,25 +73,31 @@ class CallbackHooks:
 
     def on_step_end(self, args, state, control, **kwargs):
         faults.pause("STEP_DELAY")
+        beats.beat("step", state.global_step)
         if not self.stopping and agreed(stop_requested(), args.device):
             self.stopping = True
             if state.is_world_process_zero:
                 log.warning(f"trl: warning signal; saving checkpoint-{state.global_step} and stopping")
             control.should_save = True
             control.should_training_stop = True
-        if control.should_save and state.is_world_process_zero:
-            drop_marker(checkpoint_dir(args, state))
+        if control.should_save:
+            beats.beat("saving")
+            if state.is_world_process_zero:
+                drop_marker(checkpoint_dir(args, state))
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.stopping:
             control.should_save = False  # saved at this step already
-        elif control.should_save and state.is_world_process_zero:
-            drop_marker(checkpoint_dir(args, state))
+        elif control.should_save:
+            beats.beat("saving")
+            if state.is_world_process_zero:
+                drop_marker(checkpoint_dir(args, state))
         return control
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank's files (rng_state_R.pth) are on disk
+        beats.beat("saved")
         if state.is_world_process_zero:
             if self.stopping:
                 faults.pause("PAUSE_STOP_SAVE", "holding the stop save open")

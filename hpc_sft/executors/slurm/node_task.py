@@ -6,22 +6,21 @@ import logging
 import os
 import socket
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from ... import datacache, registry
-from ...errors import ConfigError, SubmitError, TrainingError
+from ...errors import ConfigError, TrainingError
 from ...launch import Launch, finalize
 from ...requeue import decide
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
-from ...rundir.layout import node_stopped_file, result_from_disk
+from ...rundir.layout import result_from_disk
 from ...rundir.status import read_status, record_stop
 from ...signals import SignalRecorder, leave_quietly
-from . import client
+from . import leaving, watchdog
 from .env import Rendezvous, SlurmEnv, rendezvous
 
 log = logging.getLogger("hpc_sft.node")
@@ -102,36 +101,6 @@ def forget_earlier_result() -> None:
     submitit.JobEnvironment().paths.result_pickle.unlink(missing_ok=True)
 
 
-def stop_wait_s() -> float:
-    return float(os.environ.get("HPC_SFT_NODES_STOP_WAIT_S", "120"))
-
-
-def mark_stopped(ckpt: Path, attempt: str, node_rank: int) -> None:
-    (ckpt / node_stopped_file(attempt, node_rank)).write_text("")
-
-
-def wait_for_nodes(ckpt: Path, attempt: str, nnodes: int, timeout_s: float) -> list[int]:
-    """Node 0 before a requeue: wait until every node's training processes have ended (a requeue kills the
-    whole job at once); the ranks still missing after timeout_s. The markers are removed."""
-    paths = [ckpt / node_stopped_file(attempt, rank) for rank in range(nnodes)]
-    deadline = time.monotonic() + timeout_s
-    while not all(p.exists() for p in paths) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    missing = [rank for rank, p in enumerate(paths) if not p.exists()]
-    for path in paths:
-        path.unlink(missing_ok=True)
-    return missing
-
-
-def requeue(job_id: str) -> None:
-    """Put this job back in the queue (same id, SLURM_RESTART_COUNT + 1)."""
-    try:
-        client.run(["scontrol", "requeue", str(job_id)], timeout=60)
-        log.info("requeued job %s", job_id)
-    except SubmitError as exc:  # e.g. Slurm is already requeueing it after a preemption
-        log.warning("scontrol requeue %s: %s", job_id, exc)
-
-
 @dataclass(frozen=True)
 class NodeTask:
     """Runs one node's share of a multi-node training job inside a Slurm allocation."""
@@ -156,14 +125,15 @@ class NodeTask:
                 config = prepare_data(self.config, backend, 0)
         else:
             config = prepare_data(self.config, backend, rdzv.node_rank, attempt)
+        hang = None
         try:
             if recorder.received is None:
-                backend.execute_training(config, launch)
+                hang = watchdog.watched_training(backend, config, launch, ckpt, attempt)
             else:
                 log.info("got %s before training started; not starting", recorder.received)
         finally:
-            mark_stopped(ckpt, attempt, rdzv.node_rank)
-        return self.conclude(backend, env, rdzv, recorder.received)
+            leaving.mark_stopped(ckpt, attempt, rdzv.node_rank)
+        return self.conclude(backend, env, rdzv, recorder.received, hang)
 
     def prepare_lead(self, ckpt: Path, env: SlurmEnv, backend) -> None:
         """Node 0 before training: own the directory, check and record the settings, tidy torn saves."""
@@ -171,19 +141,23 @@ class NodeTask:
         run_settings.check(self.config, backend.free_kwargs)  # a rerun submitted meanwhile may differ
         run_settings.record(self.config, backend.free_kwargs)
         backend.tidy_checkpoints(ckpt, log.warning)
+        watchdog.forget_other_attempts(ckpt, f"{env.job_id}.{env.restart_count}")
 
-    def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous,
-                 signal_name: Optional[str]) -> Optional[TrainingResult]:
+    def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous, signal_name: Optional[str],
+                 hang: Optional[str] = None) -> Optional[TrainingResult]:
         """Finished -> result; interrupted -> node 0 requeues once every node has stopped, and every node
         exits without a result."""
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         state, path = backend.progress(self.config)
         stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") == env.job_id]
-        why = f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
+        why = hang or f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
         decision = decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,
                           stops, why)
         log.info("decision: %s (%s)", decision.action, decision.reason)
         leave_quietly()
+        if lead and decision.action == "requeue":
+            leaving.wait_until_stopped(ckpt, env, rdzv.nnodes)  # then every node's hang record is written
+            decision = watchdog.with_suspects(decision, ckpt, f"{env.job_id}.{env.restart_count}")
         if lead:
             record_stop(ckpt, env.job_id, env.restart_count, decision, state, str(path) if path else None)
             if decision.action != "requeue":
@@ -192,13 +166,6 @@ class NodeTask:
             raise TrainingError(decision.reason)
         if decision.action == "requeue":
             if lead:
-                self.requeue_when_stopped(ckpt, env, rdzv.nnodes)
+                leaving.requeue_without_stuck(ckpt, env)
             raise SystemExit(0)  # no result now: the requeued run writes it
         return result_from_disk(ckpt, env.restart_count) if lead else None
-
-    def requeue_when_stopped(self, ckpt: Path, env: SlurmEnv, nnodes: int) -> None:
-        missing = wait_for_nodes(ckpt, f"{env.job_id}.{env.restart_count}", nnodes, stop_wait_s())
-        if missing:
-            log.warning("node(s) %s still running %.0fs after node 0 stopped; requeueing anyway",
-                        ",".join(map(str, missing)), stop_wait_s())
-        requeue(env.job_id)
