@@ -71,11 +71,11 @@ class TRLSFTBackend(Backend):
 
     def local_processes(self, launch) -> int:
         """torchrun workers, except for one process on one node: that trains here."""
-        nproc = _nproc(launch)
+        nproc = super().local_processes(launch)
         return 0 if nproc == 1 and launch.nnodes == 1 else nproc
 
     def execute_training(self, config, launch) -> None:
-        nproc = _nproc(launch)
+        nproc = super().local_processes(launch)
         if nproc == 1 and launch.nnodes == 1:
             from .train import train
 
@@ -123,13 +123,3 @@ def _guilty_key(config, launch) -> str:
         except Exception:
             return key
     return "backend_kwargs"
-
-
-def _nproc(launch) -> int:
-    if isinstance(launch.nproc_per_node, int):
-        return launch.nproc_per_node
-    if launch.nproc_per_node in (None, "gpu") and launch.device == "cuda":
-        import torch
-
-        return max(1, torch.cuda.device_count())
-    return 1
