@@ -65,15 +65,9 @@ def install() -> None:
 
 
 def _beat_on_steps(module) -> None:
-    original = module.Accelerator.take_optimizer_step
+    from .hooks import call_after
 
-    @functools.wraps(original)
-    def take_optimizer_step(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        beat("step", _state["step"] + 1)
-        return result
-
-    module.Accelerator.take_optimizer_step = take_optimizer_step
+    call_after(module.Accelerator, "take_optimizer_step", lambda *_: beat("step", _state["step"] + 1))
 
 
 def _beat_around_saves(module) -> None:

@@ -40,14 +40,9 @@ def install() -> None:
 
 
 def _slow_steps(module) -> None:
-    original = module.Accelerator.take_optimizer_step
+    from .hooks import call_after
 
-    def take_optimizer_step(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        pause("STEP_DELAY")
-        return result
-
-    module.Accelerator.take_optimizer_step = take_optimizer_step
+    call_after(module.Accelerator, "take_optimizer_step", lambda *_: pause("STEP_DELAY"))
 
 
 def install_launcher() -> None:

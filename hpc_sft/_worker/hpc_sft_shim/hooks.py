@@ -59,3 +59,19 @@ def on_import(name: str, callback) -> None:
     _callbacks.setdefault(name, []).append(callback)
     if not any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _PostImportFinder())
+
+
+def call_after(owner, name: str, after) -> None:
+    """Replace owner.name with a wrapper that calls the original, then ``after(*args)`` with the same
+    arguments (``self`` first for a method), and returns the original's result."""
+    import functools
+
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        after(*args)
+        return result
+
+    setattr(owner, name, wrapper)

@@ -207,16 +207,14 @@ def _check_supported(_module) -> None:
 
 def patch_accelerator(module) -> None:
     """accelerator.py:290 Accelerator.take_optimizer_step: count applied steps per epoch."""
-    original = module.Accelerator.take_optimizer_step
+    from .hooks import call_after
 
-    @functools.wraps(original)
-    def take_optimizer_step(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        epoch = self.train_loader.sampler.epoch  # EpochSampler.set_epoch(epoch), main_ds.py:245
-        _applied_steps[epoch] = _applied_steps.get(epoch, 0) + 1
-        return result
+    call_after(module.Accelerator, "take_optimizer_step", _count_step)
 
-    module.Accelerator.take_optimizer_step = take_optimizer_step
+
+def _count_step(accelerator, *_args) -> None:
+    epoch = accelerator.train_loader.sampler.epoch  # EpochSampler.set_epoch(epoch), main_ds.py:245
+    _applied_steps[epoch] = _applied_steps.get(epoch, 0) + 1
 
 
 def completed_steps(args, epoch: int) -> int:
