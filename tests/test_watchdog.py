@@ -1,7 +1,7 @@
 """The hang watchdog's decision, pure: a healthy run whose steps or saves are slow never fires; a stall does."""
 import pytest
 
-from hpc_sft.executors.slurm.watchdog import Timing, limit_for, stalled
+from hpc_sft.executors.slurm.watchdog import Timing, describe_hang, limit_for, stalled
 
 
 def beat(rank, phase, t, step=10, **extra):
@@ -55,3 +55,12 @@ def test_the_longest_save_is_learned_from_the_beats():
     timing.learn({0: beat(0, "saved", 1, save_s=7.5), 1: beat(1, "step", 1, step_s=0.3)})
     timing.learn({0: beat(0, "saved", 2, save_s=3.0)})
     assert (timing.longest_save, timing.longest_step) == (7.5, 0.3)
+
+
+def test_the_stop_reason_names_the_first_node_that_noticed_whichever_it_was():
+    late = {"node_rank": 0, "host": "node1", "phase": "step", "quiet_s": 17, "time": 105.0, "suspects": []}
+    early = {"node_rank": 1, "host": "node2", "phase": "step", "quiet_s": 16, "time": 104.0,
+             "suspects": [{"rank": 1, "pid": 7, "why": "is stopped (state T)"}]}
+    expected = "hang: no progress for 16s in phase step (found by node 1 (node2))"
+    assert describe_hang([late, early]) == describe_hang([early, late]) == expected
+    assert describe_hang([]) is None

@@ -155,7 +155,8 @@ class Watchdog:
         self.fired = f"hang: {stall.describe()}" + (f"; suspects on node {self.node_rank} ({host}): " + "; ".join(
             f"rank {s['rank']} (pid {s['pid']}) {s['why']}" for s in suspects) if suspects else "")
         self.record_path.write_text(json.dumps({"node_rank": self.node_rank, "host": host, "phase": stall.phase,
-                                                "quiet_s": round(stall.quiet_s), "suspects": suspects}))
+                                                "quiet_s": round(stall.quiet_s), "time": time.time(),
+                                                "suspects": suspects}))
         print(f"{MARK}: {self.fired}. Ending this node's training processes; node 0 requeues", flush=True)
         for pid in descendants(os.getpid()):
             try:
@@ -192,6 +193,16 @@ def hang_records(ckpt: Path, attempt: str) -> list[dict]:
         except (OSError, ValueError):
             continue
     return records
+
+
+def describe_hang(records: list[dict]) -> Optional[str]:
+    """The hang as the job's stop reason, from the first node whose watchdog fired (whichever node that
+    was: the nodes race to notice the same stall). Pure."""
+    if not records:
+        return None
+    first = min(records, key=lambda r: r.get("time", 0))
+    return (f"hang: no progress for {first['quiet_s']}s in phase {first['phase']} "
+            f"(found by node {first['node_rank']} ({first['host']}))")
 
 
 def stuck_hosts(ckpt: Path, attempt: str) -> list[str]:
@@ -236,6 +247,4 @@ def watched_training(backend, config, launch, ckpt: Path, attempt: str) -> Optio
         except HpcSftError:  # ended by this node's watchdog, or failed because another node's ended its part
             if not (dog.fired or hang_records(ckpt, attempt)):
                 raise
-    others = hang_records(ckpt, attempt)
-    return dog.fired or (f"hang on node {others[0]['node_rank']} ({others[0]['host']}): no progress for "
-                         f"{others[0]['quiet_s']}s in phase {others[0]['phase']}" if others else None)
+    return describe_hang(hang_records(ckpt, attempt)) or dog.fired
