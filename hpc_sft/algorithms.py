@@ -27,8 +27,6 @@ class Algorithm(ABC):
 
 
 _TYPES = {"path": str, "name": str, "str": str, "int": int, "float": float, "bool": bool, "nproc": int, "id": int}
-# Not listed by get_optional_params: hpc-sft's own parameters
-_HPC_ONLY = {"executor", "slurm", "device", "settings_changed"}
 
 
 class SFTAlgorithm(Algorithm):
@@ -48,7 +46,7 @@ class SFTAlgorithm(Algorithm):
 
     def get_optional_params(self) -> Dict[str, Type]:
         return {p.name: _TYPES[p.kind] for p in PARAMS
-                if not p.core and p.name not in _HPC_ONLY and p.name != "max_tokens_per_gpu"}
+                if not p.core and not p.own and p.name != "max_tokens_per_gpu"}
 
 
 def create_algorithm(algorithm_name: str, backend_name: str | None = None, **kwargs: Any) -> Algorithm:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ._worker.hpc_sft_shim import faults
 from .errors import TrainingError
 
 log = logging.getLogger("hpc_sft.data")
@@ -124,6 +125,7 @@ def build(path: Path, process) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("processing data into %s", path)
     try:
+        faults.pause("DATA_HANG", "data processing hangs")  # tests only: a tokenizer that never returns
         process(str(tmp))
         (tmp / DONE).write_text(json.dumps({"host": socket.gethostname(), "time": time.time()}))
         _publish(tmp, path)

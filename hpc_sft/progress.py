@@ -70,7 +70,13 @@ def run_status(ckpt_dir: Path) -> dict:
             "samples_per_epoch": last.get("total_samples"),
             "loss": last.get("avg_loss"), "last_checkpoint": last_ckpt,
             "eta_s": eta_seconds(records[-20:], total), "stops": record.get("stops", []),
-            "outcome": record.get("outcome")}
+            "outcome": record.get("outcome"), "save_s": measured_save_seconds(ckpt_dir)}
+
+
+def measured_save_seconds(ckpt_dir: Path) -> Optional[float]:
+    """The longest checkpoint save measured among the checkpoints kept (each backend asked through its hook)."""
+    found = [s for b in registry.backend_classes() if (s := b.measured_save(Path(ckpt_dir))[0]) is not None]
+    return max(found) if found else None
 
 
 def newest_backend_checkpoint(ckpt_dir: Path) -> Optional[str]:
@@ -136,7 +142,8 @@ def render_status(info: dict) -> str:
              f"progress: {bar(info['samples_seen'], info['samples_total'])} "
              f"{info['samples_seen'] or 0}/{info['samples_total'] or '?'} samples"
              + (f", epoch {info['epoch']}, loss {info['loss']:.4f}" if info.get("loss") is not None else ""),
-             f"last checkpoint: {info['last_checkpoint'] or 'none yet'}"]
+             f"last checkpoint: {info['last_checkpoint'] or 'none yet'}"
+             + (f" (a checkpoint save takes {info['save_s']:.1f} s)" if info.get("save_s") is not None else "")]
     if info.get("eta_s") and info.get("state") in ("RUNNING", "REQUEUED", "PENDING"):
         lines.append(f"eta: {info['eta_s'] / 60:.1f} min of training")
     for stop in info["stops"]:

@@ -52,6 +52,8 @@ usage: $0 COMMAND [OPTIONS]
   down [--root DIR] [--keep-logs]  stop everything it started, remove ROOT
   status [--root DIR]              exit 0 and print sinfo if up, 1 otherwise
   exec [--root DIR] -- CMD...      run CMD with ROOT/env.sh sourced
+  kill-node N [--root DIR]         node N dies: SIGKILL its slurmd and every process on it
+  start-node N [--root DIR]        start node N's slurmd again and wait until it is idle
   can-run                          exit 0 if this machine can run the cluster
 ROOT defaults to \$HPC_SFT_SLURM_ROOT or /tmp/hpc-sft-slurm; N defaults to 4.
 EOF
@@ -574,6 +576,32 @@ cmd_status() {
     return 1
 }
 
+# kill-node N: node N dies: SIGKILL to everything in its network namespace (its slurmd, slurmstepd and
+# every job process), as a host that loses power. slurmctld notices after SlurmdTimeout.
+cmd_kill_node() {
+    need_root
+    local i=${REST[0]:-} pids
+    [[ $i =~ ^[0-9]+$ ]] || die "usage: $0 kill-node N"
+    pids=$(ip netns pids "$(node_ns "$i")" 2>/dev/null) || die "node$i has no network namespace: is it up?"
+    [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
+    log "killed node$i ($(echo $pids | wc -w) processes)"
+}
+
+# start-node N: start node N's slurmd again (after kill-node) and wait until the node is idle.
+cmd_start_node() {
+    need_root
+    local i=${REST[0]:-}
+    [[ $i =~ ^[0-9]+$ ]] || die "usage: $0 start-node N"
+    slurm_env
+    alive "slurmd-node$i" && { log "node$i is running"; return 0; }
+    view_prefix "node$i" "$(node_ns "$i")"
+    spawn "slurmd-node$i" slurmd "$ROOT/log/slurmd-node$i.out" "${VIEW[@]}" \
+        env SLURM_CONF="$ROOT/etc/slurm.conf" slurmd -D -f "$ROOT/etc/slurm.conf" -N "node$i"
+    scontrol update NodeName="node$i" State=RESUME >/dev/null 2>&1 || true
+    wait_for "node$i idle" "$WAIT_S" sh -c "sinfo -h -n node$i -t idle -o %N | grep -q node$i"
+    log "node$i is back"
+}
+
 cmd_exec() {
     [[ -r $ROOT/env.sh ]] || die "no $ROOT/env.sh: is the cluster up?"
     ((${#REST[@]})) || die "usage: $0 exec [--root DIR] -- CMD..."
@@ -592,6 +620,8 @@ main() {
     down) parse_common "$@"; [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_down ;;
     status) parse_common "$@"; cmd_status ;;
     exec) parse_common "$@"; cmd_exec ;;
+    kill-node) parse_common "$@"; cmd_kill_node ;;
+    start-node) parse_common "$@"; cmd_start_node ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;
     esac

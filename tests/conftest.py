@@ -76,6 +76,24 @@ def small_data(tiny_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def data_1200(tmp_path_factory):
+    from hpc_sft.tiny import write_tiny_dataset
+
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "train-1200.jsonl", n=1200)
+
+
+@pytest.fixture(scope="session")
+def reference_1200(tiny_model, data_1200, tmp_path_factory):
+    """Uninterrupted local run on data_1200 (2 epochs), same seed, world size 2 as the 2-node Slurm runs: what
+    every interrupted run must end bit-identical to."""
+    import hpc_sft
+    from tests.slurm_helpers import kwargs_for
+
+    ckpt = tmp_path_factory.mktemp("reference") / "ckpt"
+    return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt), nproc_per_node=2)
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real 4-node Slurm cluster from slurm/cluster.sh (skipped, with the reason, where it cannot run)."""
     import subprocess

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("HPC_SFT_TEST_CACHE", REPO / ".cache" / "tests"))
+MSG = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -19,3 +22,25 @@ def tiny_sft_kwargs(model: Path, data: Path, ckpt: Path, **over) -> dict:
     from hpc_sft.tiny import fast_cpu_kwargs
 
     return fast_cpu_kwargs(model, data, ckpt, **over)
+
+
+def write_recipe(folder: Path, ckpt: str, executor: str = "slurm", extra: str = "") -> Path:
+    """A small valid recipe (model and data stand-ins beside it) for the CLI tests."""
+    (folder / "model").mkdir(exist_ok=True)
+    for name in ("config.json", "tokenizer.json"):
+        (folder / "model" / name).write_text("{}")
+    (folder / "train.jsonl").write_text(json.dumps(MSG) + "\n")
+    slurm = '[slurm]\nnodes = 1\ntime = "00:30:00"\nsignal_lead_s = 60\n' if executor == "slurm" else ""
+    path = folder / "recipe.toml"
+    path.write_text(f'executor = "{executor}"\n[sft]\nmodel_path = "./model"\ndata_path = "train.jsonl"\n'
+                    f'ckpt_output_dir = "{ckpt}"\nnum_epochs = 1\neffective_batch_size = 8\nlearning_rate = 1e-4\n'
+                    f'max_seq_len = 256\nmax_tokens_per_gpu = 2048\ndevice = "cpu"\n{extra}{slurm}')
+    return path
+
+
+def cli(*args, env=None, user=None):
+    """`hpc-sft ARGS` in a fresh process, as the user sees it (optionally as another user)."""
+    command = [sys.executable, "-m", "hpc_sft.cli", *map(str, args)]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, tiny_sft_kwargs
-from tests.test_exact_resume import FINAL_SAMPLES, final_weights, metric_records, newest_metadata
+from tests.resume_helpers import FINAL_SAMPLES, final_weights, metric_records, newest_metadata
 
 EPOCHS = 2  # 256 samples, batch 16: 16 steps per epoch
 CLI = [sys.executable, "-m", "hpc_sft.cli"]

@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 import hpc_sft
 from hpc_sft.config.slurm_options import time_to_minutes
 from hpc_sft.errors import ConfigError
+from tests.helpers import MSG, cli, write_recipe
 
 
 def refused(kwargs, *words):
@@ -61,7 +60,6 @@ def test_local_recipe_skeleton_carries_no_slurm_table():
     assert "slurm" in tomllib.loads(recipe_text("r.toml", "slurm"))
 
 
-MSG = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 NO_ANSWER = {"messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -98,27 +96,6 @@ def shared_folder():
     folder = Path(tempfile.mkdtemp(prefix="hpc-sft-prequeue-"))
     folder.chmod(0o755)
     return folder, lambda: shutil.rmtree(folder)
-
-
-def write_recipe(folder: Path, ckpt: str, executor: str = "slurm", extra: str = "") -> Path:
-    (folder / "model").mkdir(exist_ok=True)
-    for name in ("config.json", "tokenizer.json"):
-        (folder / "model" / name).write_text("{}")
-    (folder / "train.jsonl").write_text(json.dumps(MSG) + "\n")
-    slurm = '[slurm]\nnodes = 1\ntime = "00:30:00"\nsignal_lead_s = 60\n' if executor == "slurm" else ""
-    path = folder / "recipe.toml"
-    path.write_text(f'executor = "{executor}"\n[sft]\nmodel_path = "./model"\ndata_path = "train.jsonl"\n'
-                    f'ckpt_output_dir = "{ckpt}"\nnum_epochs = 1\neffective_batch_size = 8\nlearning_rate = 1e-4\n'
-                    f'max_seq_len = 256\nmax_tokens_per_gpu = 2048\ndevice = "cpu"\n{extra}{slurm}')
-    return path
-
-
-def cli(*args, env=None, user=None):
-    """`hpc-sft ARGS` in a fresh process, as the user sees it (optionally as another user)."""
-    command = [sys.executable, "-m", "hpc_sft.cli", *map(str, args)]
-    if user is not None:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs root and setpriv")

@@ -7,7 +7,7 @@ import pytest
 
 import hpc_sft
 from hpc_sft.errors import ConfigError, SubmitError
-from tests.test_prequeue import cli, write_recipe
+from tests.helpers import cli, write_recipe
 
 pytestmark = pytest.mark.slurm
 

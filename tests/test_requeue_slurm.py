@@ -1,82 +1,22 @@
 """Requeue-safe runs on the real cluster: preemption storm, time limit, loops; bit-identical to uninterrupted."""
-import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-import hpc_sft
 from hpc_sft.executors.slurm import client as slurm_client
 from hpc_sft.executors.slurm.node_task import PLAN_TAG
 from hpc_sft.executors.slurm.watchdog import MARK
-from hpc_sft.progress import step_metrics
 from hpc_sft.rundir.status import read_status
-from tests.helpers import tiny_sft_kwargs
+from tests.slurm_helpers import final_weights, plan_hosts, preempt_at, samples_now, submit, wait_until
 from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 
 
-@pytest.fixture(scope="module")
-def data_1200(tmp_path_factory):
-    from hpc_sft.tiny import write_tiny_dataset
-
-    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "train-1200.jsonl", n=1200)
-
-
-def kwargs_for(tiny_model, data, ckpt, **over):
-    return tiny_sft_kwargs(tiny_model, data, ckpt, **{"num_epochs": 2, **over})
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model, data_1200, tmp_path_factory):
-    """Uninterrupted run, same seed, same world size (2 processes), for the bit-for-bit comparison."""
-    ckpt = tmp_path_factory.mktemp("reference") / "ckpt"
-    result = hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt), nproc_per_node=2)
-    return result
-
-
-def final_weights(result):
-    return (result.checkpoint_path / "model.safetensors").read_bytes()
-
-
-def samples_now(ckpt) -> int:
-    records = step_metrics(ckpt)
-    return records[-1]["samples_seen"] if records else 0
-
-
-def wait_until(predicate, timeout_s, what, poll_s=0.3):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(poll_s)
-
-
-def preempt() -> str:
-    """A job in the high partition that needs all four nodes exclusively: Slurm preempts what runs there."""
-    out = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-p", "high", "-N", "4", "--exclusive", "-t", "5",
-                          "--wrap", "sleep 1"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
-
-def preempt_at(job, targets, progress) -> None:
-    """Preempt the job once progress() reaches each target in turn, waiting for each requeue."""
-    for number, target in enumerate(targets, start=1):
-        wait_until(lambda: progress() >= target, 300, f"{target} samples")
-        preempt()
-        wait_until(lambda: (slurm_client.slurm_state(job.job_id)["restarts"] or 0) >= number, 120, f"requeue #{number}")
-
-
-def submit(tiny_model, data, ckpt, nodes, slurm_over=None, **over):
-    slurm = {"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 10}
-    slurm.update(slurm_over or {})
-    return hpc_sft.sft(**kwargs_for(tiny_model, data, ckpt, **over), executor="slurm", slurm=slurm)
-
-
-def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
+def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_1200, reference_1200, tmp_path,
                                                 monkeypatch):
     ckpt = tmp_path / "ckpt"
     with monkeypatch.context() as mp:  # each step 0.1 s longer: the last preemption lands 30 steps before the end
@@ -86,8 +26,8 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
     preempt_at(job, (300, 1300, 1900), lambda: samples_now(ckpt))
     result = job.wait(timeout_s=600)
     assert result.restarts >= 3
-    assert result.samples_seen == reference.samples_seen == 2400
-    assert final_weights(result) == final_weights(reference)
+    assert result.samples_seen == reference_1200.samples_seen == 2400
+    assert final_weights(result) == final_weights(reference_1200)
     assert_loads_as_trained(result.checkpoint_path, newest_full_state(ckpt), tiny_model)
     stops = read_status(ckpt)["stops"]
     assert [s["action"] for s in stops][-1] == "finish" and sum(s["action"] == "requeue" for s in stops) >= 3
@@ -95,7 +35,7 @@ def test_preemption_storm_resumes_bit_identical(slurm_cluster, tiny_model, data_
     assert len(resumed_in_epoch_1) >= 2, stops
 
 
-def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
+def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data_1200, reference_1200, tmp_path,
                                                  monkeypatch):
     # Slurm sends the warning once now + lead + 30 s (its PERIODIC_TIMEOUT) reaches the end, checking every
     # 30 s: with 2 min and a 50 s lead it comes 40-70 s in. Each of the 150 optimizer steps waits 0.47 s
@@ -108,7 +48,7 @@ def test_time_limit_requeues_itself_and_finishes(slurm_cluster, tiny_model, data
     result = job.wait(timeout_s=900)
     assert job.state == "COMPLETED"  # no task ended by a late warning on its way out
     assert result.restarts >= 1
-    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
+    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference_1200)
     assert_loads_as_trained(result.checkpoint_path, newest_full_state(ckpt), tiny_model)
     stops = read_status(ckpt)["stops"]
     assert all(s["action"] == "requeue" for s in stops[:-1]) and stops[-1]["action"] == "finish"
@@ -153,7 +93,7 @@ def test_no_progress_guard_stops_a_loop(slurm_cluster, tiny_model, data_1200, tm
 
 
 def test_kill_during_a_save_resumes_from_the_previous_complete_state(
-        slurm_cluster, tiny_model, data_1200, reference, tmp_path, monkeypatch):
+        slurm_cluster, tiny_model, data_1200, reference_1200, tmp_path, monkeypatch):
     ckpt, staged = tmp_path / "ckpt", tmp_path / "ckpt" / ".hpc_sft_staging" / "full_state"
     monkeypatch.setenv("HPC_SFT_FAULT_PAUSE_BEFORE_PUBLISH_S", "8")  # every save waits before publishing
     job = submit(tiny_model, data_1200, ckpt, 2)  # world size 2, like the reference
@@ -168,7 +108,7 @@ def test_kill_during_a_save_resumes_from_the_previous_complete_state(
     assert not (ckpt / "full_state" / "epoch_1").exists() and (staged / "epoch_1").is_dir()
     again = submit(tiny_model, data_1200, ckpt, 2)  # a new job on the same ckpt_output_dir
     result = again.wait(timeout_s=600)
-    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference)
+    assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference_1200)
     log = again.log_paths(0)[0].read_text() + (ckpt / "full_logs_global0.log").read_text()
     assert "deleted the torn staged state epoch_1" in log
 
@@ -187,20 +127,8 @@ def worker_pid(ckpt, node_rank: int):
     return None
 
 
-def plan_hosts(job) -> list[list[str]]:
-    """The hosts of each run of the job, in order (from every node's plan lines)."""
-    runs: dict[int, list[str]] = {}
-    for path in job.stdout_paths:
-        count = 0
-        for line in path.read_text().splitlines():
-            if line.startswith(PLAN_TAG):
-                runs.setdefault(count, []).append(json.loads(line[len(PLAN_TAG):])["host"])
-                count += 1
-    return [sorted(hosts) for _, hosts in sorted(runs.items())]
-
-
-def test_a_hung_worker_is_named_and_its_node_left_behind(slurm_cluster, tiny_model, data_1200, reference, tmp_path,
-                                                         monkeypatch):
+def test_a_hung_worker_is_named_and_its_node_left_behind(slurm_cluster, tiny_model, data_1200, reference_1200,
+                                                         tmp_path, monkeypatch):
     """SIGSTOP one worker on the second node mid-epoch: the watchdog names it, the job requeues without
     that node and ends with the weights of an uninterrupted run."""
     ckpt = tmp_path / "ckpt"
@@ -214,7 +142,7 @@ def test_a_hung_worker_is_named_and_its_node_left_behind(slurm_cluster, tiny_mod
     os.kill(pid, signal.SIGSTOP)
     result = job.wait(timeout_s=600)
     assert result.restarts >= 1 and result.samples_seen == 2400
-    assert final_weights(result) == final_weights(reference)
+    assert final_weights(result) == final_weights(reference_1200)
     stop = read_status(ckpt)["stops"][0]
     assert stop["action"] == "requeue" and stop["reason"].startswith("hang: no progress for"), stop
     assert f"stuck: rank 1 (pid {pid}) on node 1 (node2) is stopped (state T)" in stop["reason"], stop

@@ -100,6 +100,18 @@ def test_grace_and_lead_are_checked_against_a_measured_save():
 
 def test_measured_save_comes_from_the_markers(tmp_path):
     path = make_state(tmp_path, 0)
-    assert checkpoints.measured_save_seconds(tmp_path) is None
-    (path / checkpoints.MARKER).write_text(json.dumps({"files": {}, "save_seconds": 3.25}))
-    assert checkpoints.measured_save_seconds(tmp_path) == 3.25
+    assert checkpoints.measured_save(tmp_path) == (None, None)
+    (path / checkpoints.MARKER).write_text(json.dumps({"files": {"a": 10, "b": 5}, "save_seconds": 3.25}))
+    assert checkpoints.measured_save(tmp_path) == (3.25, 15)
+
+
+def test_a_checkpoint_filesystem_without_room_for_the_next_state_is_warned_about(tmp_path):
+    import shutil
+
+    from hpc_sft.executors.slurm.check import disk_warnings
+
+    free = shutil.disk_usage(tmp_path).free
+    assert disk_warnings(tmp_path / "not" / "yet", None, 1) == []  # nothing measured: nothing said
+    assert disk_warnings(tmp_path / "not" / "yet", free // 4, 1) == []
+    warned = disk_warnings(tmp_path / "not" / "yet", free, 1)
+    assert len(warned) == 1 and f"{tmp_path} has" in warned[0] and "keep_full_states=1" in warned[0]

@@ -12,7 +12,10 @@ from hpc_sft.backends.instructlab.backend import InstructLabTrainingSFTBackend
 from hpc_sft.config.validate import build_config, split_values
 from hpc_sft.executors.slurm.env import SlurmEnv, rendezvous
 from hpc_sft.executors.slurm.node_task import PLAN_TAG, cpu_threads, plan_record, prepare_data, slurm_launch
+from hpc_sft.executors.slurm.watchdog import MARK
 from hpc_sft.launch import finalize
+from hpc_sft.rundir.layout import LOCK_FILE
+from hpc_sft.rundir.status import read_status
 from tests.helpers import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_full_state
 
@@ -36,10 +39,10 @@ def job_nodelist(job_id):
     return out.stdout.strip().splitlines()[-1]
 
 
-def submit(tiny_model, tiny_data, ckpt, nodes, data_dir, **over):
+def submit(tiny_model, tiny_data, ckpt, nodes, data_dir, slurm_over=None, **over):
     kwargs = tiny_sft_kwargs(tiny_model, tiny_data, ckpt, data_output_dir=str(data_dir), **over)
-    return hpc_sft.sft(**kwargs, executor="slurm",
-                       slurm={"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main"})
+    slurm = {"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", **(slurm_over or {})}
+    return hpc_sft.sft(**kwargs, executor="slurm", slurm=slurm)
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +139,25 @@ def test_node_0_failing_to_tokenize_stops_the_other_node_with_its_reason(slurm_c
     node1 = job.stdout_paths[1].read_text() + job.stdout_paths[1].with_suffix(".err").read_text()
     assert "node 0 (node1) failed to tokenize the data: RuntimeError: Dataset does not contain any samples" in node1, \
         node1[-3000:]
+
+
+def test_a_hang_in_node_0s_data_processing_is_named_and_nothing_waits(slurm_cluster, tiny_model, tiny_data,
+                                                                       tmp_path, monkeypatch):
+    """Node 0's tokenizer never returns and uses no CPU (as a deadlocked worker pool): node 0's data watchdog
+    dumps its stacks, the job ends with the reason, node 1 stops with it; nobody waits for the time limit."""
+    ckpt = tmp_path / "ckpt"
+    with monkeypatch.context() as mp:
+        mp.setenv("HPC_SFT_FAULT_DATA_HANG_S", "3600")
+        mp.setenv("HPC_SFT_FAULT_NODE", "0")
+        job = submit(tiny_model, tiny_data, ckpt, 2, tmp_path / "data", slurm_over={"hang_timeout_s": 10})
+    with pytest.raises(hpc_sft.errors.TrainingError, match="made no progress") as failed:
+        job.wait(timeout_s=240)
+    assert "Last decision: give_up (hang: data processing on node 0 (node1)" in str(failed.value)
+    node0 = job.stdout_paths[0].read_text()
+    assert f"{MARK} on node 0 (node1): data processing on node 0 (node1) made no progress" in node0, node0[-3000:]
+    assert re.search(r'File ".*faults\.py", line \d+ in pause', node0), node0[-3000:]  # where it hung
+    node1 = job.stdout_paths[1].read_text() + job.stdout_paths[1].with_suffix(".err").read_text()
+    assert "node 0 (node1) failed to tokenize the data: DataHang: data processing on node 0" in node1, node1[-3000:]
+    stop = read_status(ckpt)["stops"][-1]
+    assert stop["action"] == "give_up" and "slurm.hang_timeout_s" in stop["reason"], stop
+    assert not (ckpt / LOCK_FILE).exists()  # a corrected rerun may start at once

@@ -9,7 +9,7 @@ from hpc_sft.rundir.layout import METRICS_FILE
 from hpc_sft.rundir.status import read_status
 from tests.helpers import tiny_sft_kwargs
 from tests.loading import assert_loads_as_trained, newest_trl_checkpoint
-from tests.test_requeue_slurm import preempt_at
+from tests.slurm_helpers import preempt_at
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
 pytest.importorskip("trl", reason="trl is not installed")

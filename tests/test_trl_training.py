@@ -50,7 +50,7 @@ def stop_after(k):
 @pytest.mark.training
 def test_resume_skips_torn_checkpoint_and_is_bit_identical(tiny_model, small_data, tmp_path, one_thread, caplog):
     # 64 samples, batch 8 -> 8 steps per epoch, 2 epochs; a checkpoint every 16 samples (2 steps)
-    over = dict(num_epochs=2, effective_batch_size=8, save_samples=16)
+    over = dict(num_epochs=2, effective_batch_size=8, save_samples=16, keep_full_states=0)  # keep every one
     a = tmp_path / "a"
     config_a = trl_config({"seed": 5}, **run_kwargs(tiny_model, small_data, a, **over))
     tb.TRLSFTBackend().execute_training(config_a, cpu())
@@ -73,6 +73,25 @@ def test_resume_skips_torn_checkpoint_and_is_bit_identical(tiny_model, small_dat
     assert wa.keys() == wb.keys()
     for name in wa:
         assert wa[name].equal(wb[name]), name
+
+
+@pytest.mark.training
+def test_periodic_saves_keep_only_the_newest_checkpoint_and_change_nothing(tiny_model, small_data, tmp_path,
+                                                                           one_thread, caplog):
+    over = dict(num_epochs=2, effective_batch_size=8)
+    plain, periodic = tmp_path / "plain", tmp_path / "periodic"
+    tb.TRLSFTBackend().execute_training(trl_config({"seed": 3}, **run_kwargs(
+        tiny_model, small_data, plain, full_state_every_min=0, keep_full_states=0, **over)), cpu())
+    with caplog.at_level(logging.WARNING, logger="hpc_sft.trl"):  # every step is due: 1e-4 min
+        tb.TRLSFTBackend().execute_training(trl_config({"seed": 3}, **run_kwargs(
+            tiny_model, small_data, periodic, full_state_every_min=1e-4, **over)), cpu())
+    assert caplog.text.count("periodic save of checkpoint-") >= 12, caplog.text[-3000:]
+    assert sorted(p.name for p in plain.glob("checkpoint-*")) == ["checkpoint-16", "checkpoint-8"]
+    assert [p.name for p in periodic.glob("checkpoint-*")] == ["checkpoint-16"]  # keep_full_states=1
+    marker = json.loads((periodic / "checkpoint-16" / "hpc_sft_complete.json").read_text())
+    assert marker["save_seconds"] > 0
+    wa, wb = weights(plain), weights(periodic)
+    assert wa.keys() == wb.keys() and all(wa[name].equal(wb[name]) for name in wa)
 
 
 @pytest.mark.training

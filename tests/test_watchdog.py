@@ -64,3 +64,14 @@ def test_the_stop_reason_names_the_first_node_that_noticed_whichever_it_was():
     expected = "hang: no progress for 16s in phase step (found by node 1 (node2))"
     assert describe_hang([late, early]) == describe_hang([early, late]) == expected
     assert describe_hang([]) is None
+
+
+def test_the_data_watchdog_fires_only_on_a_whole_timeout_without_cpu():
+    from hpc_sft.executors.slurm.datawatch import quiet
+
+    working = [(t, 0.9 * t) for t in range(0, 40, 2)]  # tokenizing: ~1 CPU second per second
+    assert quiet(working, 20) is None
+    stuck = working + [(40 + t, working[-1][1] + 0.01 * t) for t in range(2, 24, 2)]  # then nearly nothing
+    assert quiet(stuck[:-3], 20) is None  # quiet for less than a whole timeout yet
+    assert quiet(stuck, 20) is not None and quiet(stuck, 20) < 1.0
+    assert quiet([(0, 0.0), (5, 0.0)], 20) is None  # too early to tell

@@ -79,10 +79,11 @@ class Backend(ABC):
         return None
 
     @classmethod
-    def measured_save_seconds(cls, ckpt_dir: Path) -> Optional[float]:
-        """The longest checkpoint save this backend measured in ckpt_dir (None: nothing measured), which the
-        Slurm pre-submit check compares with the warning-signal lead. No heavy imports."""
-        return None
+    def measured_save(cls, ckpt_dir: Path) -> tuple[Optional[float], Optional[int]]:
+        """(longest checkpoint save in seconds, largest checkpoint in bytes) this backend measured in ckpt_dir
+        (None: nothing measured): the Slurm pre-submit checks compare them with the warning-signal lead and
+        the free space; `hpc-sft status` shows the time. No heavy imports."""
+        return None, None
 
     @abstractmethod
     def progress(self, config) -> tuple[Optional[StateFacts], Optional[Path]]:

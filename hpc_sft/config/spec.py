@@ -32,6 +32,7 @@ class Param:
     choices: tuple = ()
     positional: bool = False
     core: bool = False  # listed by SFTAlgorithm.get_required_params()
+    own: bool = False  # hpc-sft's own, not one of training_hub's sft() parameters
 
     @property
     def annotation(self) -> Any:
@@ -78,13 +79,19 @@ PARAMS: tuple[Param, ...] = (
     P("rdzv_endpoint", "str", "host:port of node 0's rendezvous (under Slurm: first node, port from the job id).",
       "Distributed"),
     P("executor", "name", "Where to run: 'local' (here, now) or 'slurm' (submit a job).", "hpc-sft",
-      default="local", choices=("local", "slurm")),
-    P("slurm", "slurm", "SlurmOptions, or a dict of its fields (executor='slurm').", "hpc-sft"),
+      default="local", choices=("local", "slurm"), own=True),
+    P("slurm", "slurm", "SlurmOptions, or a dict of its fields (executor='slurm').", "hpc-sft", own=True),
     P("device", "str", "None: cuda if a GPU is visible, else cpu; or 'cuda' / 'cpu'.", "hpc-sft",
-      choices=("cuda", "cpu")),
+      choices=("cuda", "cpu"), own=True),
     P("settings_changed", "name", "A rerun into a ckpt_output_dir trained with other settings: 'refuse' "
       "(names the keys that changed) or 'continue' (resume with the new settings on purpose).", "hpc-sft",
-      default="refuse", choices=("refuse", "continue")),
+      default="refuse", choices=("refuse", "continue"), own=True),
+    P("full_state_every_min", "float", "Also save a full training state every N minutes of training and go on "
+      "(0: off), so that a failure without warning loses at most that much (docs/requeue.md).",
+      "Checkpointing", default=60, bound="nonneg", own=True),
+    P("keep_full_states", "int", "Full training states kept for resume, newest first (0: every one). An older "
+      "state is deleted only after a newer one is complete and verified.", "Checkpointing", default=1,
+      bound="nonneg", own=True),
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 KWARGS_NAME = "backend_kwargs"

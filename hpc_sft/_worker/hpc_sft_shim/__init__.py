@@ -28,6 +28,10 @@ def activate() -> None:
         from hpc_sft_shim import resume
 
         resume.install()
+    if flag("HPC_SFT_EXACT_RESUME") and float(os.environ.get("HPC_SFT_FULL_STATE_EVERY_S") or 0) > 0:
+        from hpc_sft_shim import periodic
+
+        periodic.install()
     if os.environ.get("HPC_SFT_BEAT_DIR"):
         from hpc_sft_shim import beats
 

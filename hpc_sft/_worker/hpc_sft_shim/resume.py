@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 
-from . import faults
+from . import faults, saves
 
 STAGING_DIR = ".hpc_sft_staging"  # {ckpt}/.hpc_sft_staging/{full_state,replaced}/epoch_E
 MARKER = "hpc_sft_complete.json"
@@ -116,6 +116,22 @@ def marker_problem(state_dir) -> "str | None":
         if os.path.getsize(path) != size:
             return f"{rel} has {os.path.getsize(path)} bytes, expected {size} (wrong size: the save was cut short)"
     return None
+
+
+def marker_totals(state_dirs) -> tuple:
+    """(longest save_seconds, largest total bytes) over the markers of state_dirs (None where none says)."""
+    seconds, sizes = [], []
+    for state_dir in state_dirs:
+        try:
+            with open(os.path.join(os.fspath(state_dir), MARKER), encoding="utf-8") as fh:
+                record = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record.get("save_seconds"), (int, float)):
+            seconds.append(float(record["save_seconds"]))
+        if isinstance(record.get("files"), dict):
+            sizes.append(sum(int(v) for v in record["files"].values()))
+    return (max(seconds) if seconds else None), (max(sizes) if sizes else None)
 
 
 def publish(staged: str, final: str, aside: str) -> None:
@@ -305,7 +321,15 @@ def staged_save(original, bound) -> None:
                 os.path.join(root, "replaced", f"epoch_{epoch}"))
         shutil.rmtree(root, ignore_errors=True)
         _log(f"published full_state/epoch_{epoch} {metadata}")
+        saves.prune(full_state_dirs(ckpt), saves.keep_from_env(), marker_problem, _log)
     barrier()
+
+
+def full_state_dirs(ckpt: str) -> list:
+    """full_state/epoch_E paths, newest (largest E: what instructlab-training resumes from) first."""
+    root = os.path.join(ckpt, "full_state")
+    names = [n for n in os.listdir(root) if _EPOCH_DIR.fullmatch(n)] if os.path.isdir(root) else []
+    return [os.path.join(root, n) for n in sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]), reverse=True)]
 
 
 def _wrap_load_latest_full_state(module) -> None:

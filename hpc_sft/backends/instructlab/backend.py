@@ -9,6 +9,7 @@ from typing import Any, Iterator, Optional
 from ... import signals
 from ..._worker.hpc_sft_shim.gate import OVERRIDE_ENV, untested
 from ..._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
+from ..._worker.hpc_sft_shim import saves
 from ...errors import ConfigError, TrainingError
 from ...launch import Launch, worker_env
 from ...rundir.layout import node_log
@@ -94,7 +95,8 @@ class InstructLabTrainingSFTBackend(Backend):
         log = Path(config.ckpt_output_dir) / node_log(launch.node_rank)
         armed: list = []
         self.stop_signal = None  # set when instructlab-training's own handler caught a signal
-        with environment(training_env(launch)), replay_early_signal(), remember_handlers(armed):
+        env = {**training_env(launch), **saves.env_for(config.full_state_every_min, config.keep_full_states)}
+        with environment(env), replay_early_signal(), remember_handlers(armed):
             try:
                 run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
             except RuntimeError as exc:
@@ -127,11 +129,11 @@ class InstructLabTrainingSFTBackend(Backend):
         repair_and_quarantine(ckpt_dir, say)
 
     @classmethod
-    def measured_save_seconds(cls, ckpt_dir: Path) -> Optional[float]:
-        """The longest full-state save recorded in the completeness markers of full_state/epoch_E."""
-        from .checkpoints import measured_save_seconds
+    def measured_save(cls, ckpt_dir: Path) -> tuple[Optional[float], Optional[int]]:
+        """Longest save and largest size recorded in the completeness markers of the full states kept."""
+        from .checkpoints import measured_save
 
-        return measured_save_seconds(ckpt_dir)
+        return measured_save(ckpt_dir)
 
     def progress(self, config):
         """The newest complete full_state/epoch_E and what its training_metadata.json says."""

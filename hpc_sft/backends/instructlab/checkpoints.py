@@ -1,14 +1,13 @@
 """instructlab-training's full training states full_state/epoch_E: complete or torn, repair, quarantine, save time."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from pathlib import Path
 from typing import Optional
 
-from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem  # the worker shim writes markers
+from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem, marker_totals  # the shim writes markers
 from ...rundir.layout import FULL_STATE, QUARANTINE
 
 # reading metadata imports torch (compute side)
@@ -72,15 +71,9 @@ def quarantine_torn(ckpt_dir: Path, log=None) -> list[Path]:
     return moved
 
 
-def measured_save_seconds(ckpt_dir: Path) -> Optional[float]:
-    """The longest full-state save recorded in the markers of ckpt_dir (None: nothing measured yet)."""
-    found = []
-    for path in full_states(ckpt_dir):
-        try:
-            found.append(float(json.loads((path / MARKER).read_text())["save_seconds"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return max(found) if found else None
+def measured_save(ckpt_dir: Path) -> tuple[Optional[float], Optional[int]]:
+    """(longest save in seconds, largest size in bytes) recorded in the markers of the full states kept."""
+    return marker_totals(full_states(ckpt_dir))
 
 
 def newest_state(ckpt_dir: Path):

@@ -5,6 +5,8 @@ Importing this module imports neither trl, transformers, datasets nor torch (log
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Optional
 
 from ...errors import ConfigError, TrainingError
 from ..base import Backend
@@ -97,6 +99,13 @@ class TRLSFTBackend(Backend):
 
         found = checkpoints(ckpt_dir)
         return found[0][1] if found else None
+
+    @classmethod
+    def measured_save(cls, ckpt_dir: Path) -> tuple[Optional[float], Optional[int]]:
+        """Longest save and largest size recorded in the completeness markers of the checkpoint-N kept."""
+        from .checkpoints import measured_save
+
+        return measured_save(ckpt_dir)
 
     def progress(self, config):
         from .checkpoints import progress

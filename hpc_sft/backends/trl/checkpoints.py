@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem, write_marker  # one marker format for both
+from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem, marker_totals, write_marker  # one format
 from ...requeue import StateFacts
 from ...rundir.layout import hf_checkpoints
 
@@ -20,9 +20,15 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "adapter_model.safetensors", "adapter_model.bin")
 
 
-def mark_complete(path: Path, global_step: int) -> None:
+def mark_complete(path: Path, global_step: int, save_seconds: Optional[float] = None) -> None:
     """Declare checkpoint-N complete: call once every rank's files are on disk."""
-    write_marker(str(path), {"global_step": global_step})
+    write_marker(str(path), {"global_step": global_step},
+                 {"save_seconds": save_seconds} if save_seconds is not None else None)
+
+
+def measured_save(output_dir) -> tuple[Optional[float], Optional[int]]:
+    """(longest save in seconds, largest size in bytes) recorded in the markers of the checkpoint-N kept."""
+    return marker_totals(p for _, p in checkpoints(output_dir))
 
 
 def drop_marker(path: Path) -> None:

@@ -6,14 +6,16 @@ import json
 import logging
 import os
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 from ... import signals
-from ..._worker.hpc_sft_shim import beats, faults
+from ..._worker.hpc_sft_shim import beats, faults, saves
 from ..._worker.hpc_sft_shim.resume import barrier
 from ...rundir.layout import HF_FORMAT, METRICS_FILE
-from .checkpoints import drop_marker, latest_complete_checkpoint, mark_complete
+from .checkpoints import checkpoint_problem, checkpoints, drop_marker, latest_complete_checkpoint, mark_complete
 
 log = logging.getLogger("hpc_sft.trl")
 STOP_FILE_ENV = "HPC_SFT_TRL_STOP_FILE"  # the node's parent creates it when Slurm's warning signal arrives
@@ -27,17 +29,17 @@ def stop_requested() -> bool:
     return bool(path) and os.path.exists(path)
 
 
-def agreed(flag: bool, device) -> bool:
-    """True on every rank when any rank says True (all ranks must stop after the same step)."""
+def agreed(flags: tuple[bool, ...], device) -> tuple[bool, ...]:
+    """Each flag True on every rank when any rank says True (all ranks act after the same step): one vote."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
+        return tuple(flags)
     import torch
 
-    vote = torch.tensor([1 if flag else 0], device=device)
+    vote = torch.tensor([1 if flag else 0 for flag in flags], device=device)
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
+    return tuple(bool(v) for v in vote.tolist())
 
 
 def checkpoint_dir(args, state) -> Path:
@@ -50,6 +52,8 @@ class CallbackHooks:
     def __init__(self, config) -> None:
         self.config, self.stopping = config, False
         self.metrics = Path(config.ckpt_output_dir) / METRICS_FILE
+        self.clock = saves.Clock(float(config.full_state_every_min or 0) * 60)
+        self.save_started: Optional[float] = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         beats.arm_stack_dumps()
@@ -74,25 +78,33 @@ class CallbackHooks:
     def on_step_end(self, args, state, control, **kwargs):
         faults.pause("STEP_DELAY")
         beats.beat("step", state.global_step)
-        if not self.stopping and agreed(stop_requested(), args.device):
+        stop, due = agreed((stop_requested(), self.clock.due() and state.is_world_process_zero), args.device)
+        if stop and not self.stopping:
             self.stopping = True
             if state.is_world_process_zero:
                 log.warning(f"trl: warning signal; saving checkpoint-{state.global_step} and stopping")
             control.should_save = True
             control.should_training_stop = True
-        if control.should_save:
-            beats.beat("saving")
+        elif due and not self.stopping:
             if state.is_world_process_zero:
-                drop_marker(checkpoint_dir(args, state))
+                log.warning(f"trl: periodic save of checkpoint-{state.global_step} (full_state_every_min)")
+            control.should_save = True
+        if control.should_save:
+            self.saving(args, state)
         return control
+
+    def saving(self, args, state) -> None:
+        """A checkpoint-N save starts: it is torn until on_save marks it."""
+        beats.beat("saving")
+        self.save_started = time.monotonic()
+        if state.is_world_process_zero:
+            drop_marker(checkpoint_dir(args, state))
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.stopping:
             control.should_save = False  # saved at this step already
         elif control.should_save:
-            beats.beat("saving")
-            if state.is_world_process_zero:
-                drop_marker(checkpoint_dir(args, state))
+            self.saving(args, state)
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -101,7 +113,11 @@ class CallbackHooks:
         if state.is_world_process_zero:
             if self.stopping:
                 faults.pause("PAUSE_STOP_SAVE", "holding the stop save open")
-            mark_complete(checkpoint_dir(args, state), state.global_step)
+            mark_complete(checkpoint_dir(args, state), state.global_step,
+                          round(time.monotonic() - self.save_started, 3) if self.save_started else None)
+            saves.prune([p for _, p in checkpoints(args.output_dir)], int(self.config.keep_full_states or 0),
+                        checkpoint_problem, log.warning)
+        self.clock.saved()
         return control
 
 

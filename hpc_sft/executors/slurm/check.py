@@ -49,6 +49,23 @@ def timing_warnings(lead_s: int, grace_s: Optional[int], save_s: Optional[float]
     return found
 
 
+def disk_warnings(ckpt_dir, state_bytes: Optional[int], keep: int) -> list[str]:
+    """A warning when the checkpoint filesystem has no room for the next full state next to the kept ones
+    (state_bytes: the size of one this run saved; None: nothing measured, nothing said)."""
+    if not state_bytes:
+        return []
+    folder = os.path.abspath(os.path.expanduser(str(ckpt_dir)))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free
+    if free >= 2 * state_bytes:  # the one being written, and the older one deleted only after it
+        return []
+    gib = 1 << 30
+    return [f"{folder} has {free / gib:.1f} GiB free, but one full state of this run takes {state_bytes / gib:.1f} "
+            f"GiB and a save needs room for a new one before an older one goes (keep_full_states={keep}). Fix: "
+            "free space there, or lower keep_full_states (0 keeps every one)"]
+
+
 NO_CLIENT = ("Slurm's client commands ({missing}) are not on PATH. Fix: run this on a Slurm login node (or "
              "`module load slurm` first), or use executor = \"local\" to train here")
 NOT_USABLE = ("Slurm is installed here but not usable: {why}. Fix: run this on a login node of your cluster, or set "

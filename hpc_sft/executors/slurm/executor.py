@@ -91,8 +91,9 @@ def preflight(plan: SlurmPlan, dry_run: bool = False) -> Checks:
             raise SubmitError(f"{problem}. Nothing was queued")
         return Checks(not_run=((CLUSTER_CHECK, problem), (TEST_ONLY, problem)))
     backend = registry.backend_class(plan.config.backend)
-    save_s = backend.measured_save_seconds(Path(plan.config.ckpt_output_dir))
+    save_s, state_bytes = backend.measured_save(Path(plan.config.ckpt_output_dir))
     warnings = slurm_check.check_cluster(plan.config.slurm, save_s)
+    warnings += slurm_check.disk_warnings(plan.config.ckpt_output_dir, state_bytes, plan.config.keep_full_states)
     slurm_check.test_only(plan.sbatch_script(), plan.config.slurm.additional)
     return Checks(ran=(CLUSTER_CHECK, TEST_ONLY), warnings=tuple(warnings))
 

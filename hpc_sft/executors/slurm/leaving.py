@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 from ...errors import SubmitError
 from ...rundir.layout import node_stopped_file
@@ -22,17 +23,29 @@ def mark_stopped(ckpt: Path, attempt: str, node_rank: int) -> None:
     (ckpt / node_stopped_file(attempt, node_rank)).write_text("")
 
 
-def wait_for_nodes(ckpt: Path, attempt: str, nnodes: int, timeout_s: float) -> list[int]:
+def wait_for_nodes(ckpt: Path, attempt: str, nnodes: int, timeout_s: float, forget: bool = True) -> list[int]:
     """Node 0 before a requeue: wait until every node's training processes have ended (a requeue kills the
-    whole job at once); the ranks still missing after timeout_s. The markers are removed."""
+    whole job at once); the ranks still missing after timeout_s. The markers are removed unless forget=False."""
     paths = [ckpt / node_stopped_file(attempt, rank) for rank in range(nnodes)]
     deadline = time.monotonic() + timeout_s
     while not all(p.exists() for p in paths) and time.monotonic() < deadline:
         time.sleep(0.5)
     missing = [rank for rank, p in enumerate(paths) if not p.exists()]
-    for path in paths:
+    for path in paths if forget else ():
         path.unlink(missing_ok=True)
     return missing
+
+
+def lost_nodes(ckpt: Path, env, nnodes: int) -> Optional[str]:
+    """Node 0 after its training failed: a node that has not marked its stop within stop_wait_s is taken as
+    lost (dead host, killed slurmd): it gets a hang record, so that the requeue leaves its host out, and a
+    stop mark on its behalf. The hang's description, or None when every node stopped (a real failure)."""
+    attempt = f"{env.job_id}.{env.restart_count}"
+    missing = wait_for_nodes(ckpt, attempt, nnodes, stop_wait_s(), forget=False)
+    for rank in missing:
+        watchdog.record_lost(ckpt, attempt, rank, env.hostnames[rank], stop_wait_s())
+        mark_stopped(ckpt, attempt, rank)
+    return watchdog.describe_hang(watchdog.hang_records(ckpt, attempt)) if missing else None
 
 
 def wait_until_stopped(ckpt: Path, env, nnodes: int) -> None:

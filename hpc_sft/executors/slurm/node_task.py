@@ -1,6 +1,7 @@
 """NodeTask: run once per node: Slurm environment -> rendezvous -> data once -> backend -> finish or requeue."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -8,12 +9,12 @@ import socket
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ... import datacache, registry
-from ...errors import ConfigError, TrainingError
+from ...errors import ConfigError, HpcSftError, TrainingError
 from ...launch import Launch, finalize
-from ...requeue import decide
+from ...requeue import Decision, decide
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
@@ -21,6 +22,7 @@ from ...rundir.layout import result_from_disk
 from ...rundir.status import read_status, record_stop
 from ...signals import SignalRecorder, leave_quietly
 from . import leaving, watchdog
+from .datawatch import DataHang, DataWatch
 from .env import Rendezvous, SlurmEnv, rendezvous
 
 log = logging.getLogger("hpc_sft.node")
@@ -120,20 +122,41 @@ class NodeTask:
         backend = registry.backend_class(self.config.backend)()
         attempt = f"{env.job_id}.{env.restart_count}"  # what the other nodes wait for
         if lead:
-            with datacache.heartbeat(data_cache_path(self.config, backend), attempt):
+            with datacache.heartbeat(data_cache_path(self.config, backend), attempt), self.data_watch(ckpt, env):
                 self.prepare_lead(ckpt, env, backend)
                 config = prepare_data(self.config, backend, 0)
         else:
             config = prepare_data(self.config, backend, rdzv.node_rank, attempt)
-        hang = None
+        hang, failure = None, None
         try:
             if recorder.received is None:
                 hang = watchdog.watched_training(backend, config, launch, ckpt, attempt)
             else:
                 log.info("got %s before training started; not starting", recorder.received)
+        except HpcSftError as exc:
+            if not lead or rdzv.nnodes == 1:
+                raise
+            failure = exc  # a peer's death fails node 0's training too: was a node lost?
         finally:
             leaving.mark_stopped(ckpt, attempt, rdzv.node_rank)
+        if failure is not None:
+            hang = leaving.lost_nodes(ckpt, env, rdzv.nnodes)
+            if hang is None:
+                raise failure
+            log.warning("%s; training failed on node 0 with: %s", hang, failure)
         return self.conclude(backend, env, rdzv, recorder.received, hang)
+
+    @contextlib.contextmanager
+    def data_watch(self, ckpt: Path, env: SlurmEnv) -> Iterator[None]:
+        """Node 0's data phase under the data watchdog: a hang is recorded as the job's end (a requeue would
+        hang again) and leaves the directory free for a corrected rerun."""
+        try:
+            with DataWatch(self.config.slurm.hang_timeout_s):
+                yield
+        except DataHang as exc:
+            record_stop(ckpt, env.job_id, env.restart_count, Decision("give_up", f"hang: {exc}"), None, None)
+            ckpt_lock.release(ckpt)
+            raise
 
     def prepare_lead(self, ckpt: Path, env: SlurmEnv, backend) -> None:
         """Node 0 before training: own the directory, check and record the settings, tidy torn saves."""

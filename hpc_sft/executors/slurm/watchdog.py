@@ -201,13 +201,23 @@ def describe_hang(records: list[dict]) -> Optional[str]:
     if not records:
         return None
     first = min(records, key=lambda r: r.get("time", 0))
+    if first.get("lost"):
+        return (f"node lost: node {first['node_rank']} ({first['host']}) did not stop within {first['quiet_s']}s "
+                "of node 0's training failing (its host or slurmd died)")
     return (f"hang: no progress for {first['quiet_s']}s in phase {first['phase']} "
             f"(found by node {first['node_rank']} ({first['host']}))")
 
 
+def record_lost(ckpt: Path, attempt: str, node_rank: int, host: str, waited_s: float) -> None:
+    """Node 0, for a node that never said it stopped: a hang record in its name (the requeue excludes it)."""
+    (ckpt / hang_record_file(attempt, node_rank)).write_text(json.dumps(
+        {"node_rank": node_rank, "host": host, "phase": "lost", "quiet_s": round(waited_s), "time": time.time(),
+         "suspects": [], "lost": True}))
+
+
 def stuck_hosts(ckpt: Path, attempt: str) -> list[str]:
     """The hosts where a watchdog found a stuck rank in this attempt (the requeue excludes them)."""
-    return sorted({r["host"] for r in hang_records(ckpt, attempt) if r.get("suspects")})
+    return sorted({r["host"] for r in hang_records(ckpt, attempt) if r.get("suspects") or r.get("lost")})
 
 
 def with_suspects(decision, ckpt: Path, attempt: str):
