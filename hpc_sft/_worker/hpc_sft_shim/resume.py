@@ -310,8 +310,8 @@ def staged_save(original, bound) -> None:
     started = time.monotonic()
     original(*bound.args, **bound.kwargs)
     barrier()  # every rank has written its files
+    faults.pause("PAUSE_BEFORE_PUBLISH", "pausing before publishing a full state")  # counts as save time
     seconds = round(time.monotonic() - started, 3)
-    faults.pause("PAUSE_BEFORE_PUBLISH", "pausing before publishing a full state")
     if main:
         metadata = {"current_epoch": epoch, "samples_seen": bound.arguments["samples_seen"],
                     "global_step": bound.arguments["global_step"]}
