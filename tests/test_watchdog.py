@@ -75,3 +75,17 @@ def test_the_data_watchdog_fires_only_on_a_whole_timeout_without_cpu():
     assert quiet(stuck[:-3], 20) is None  # quiet for less than a whole timeout yet
     assert quiet(stuck, 20) is not None and quiet(stuck, 20) < 1.0
     assert quiet([(0, 0.0), (5, 0.0)], 20) is None  # too early to tell
+
+
+def test_a_peer_nodes_hang_record_of_this_attempt_is_seen_and_its_own_is_not(tmp_path):
+    import json
+
+    from hpc_sft.executors.slurm.watchdog import Watchdog
+    from hpc_sft.rundir.layout import hang_record_file
+
+    dog = Watchdog(tmp_path / "beats", tmp_path / hang_record_file("7.0", 0), 2, 0, 15)
+    (tmp_path / hang_record_file("7.0", 0)).write_text(json.dumps({"node_rank": 0}))
+    (tmp_path / hang_record_file("6.0", 1)).write_text(json.dumps({"node_rank": 1}))  # an earlier attempt
+    assert dog._peer_record() is None
+    (tmp_path / hang_record_file("7.0", 1)).write_text(json.dumps({"node_rank": 1, "host": "node2"}))
+    assert dog._peer_record() == {"node_rank": 1, "host": "node2"}

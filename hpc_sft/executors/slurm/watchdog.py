@@ -24,6 +24,7 @@ MARK = "==== HPC-SFT HANG"
 STARTUP_FACTOR = 4  # start-up (model load, rendezvous, first step) and a first save are not measured yet
 SAVE_FACTOR = 3  # a later save may take this many times the longest save so far
 STEP_FACTOR = 10  # a step may take this many times the longest step so far
+PEER_GRACE_S = 10.0  # the node that finds a hang waits this long before ending its processes
 STUCK = {"T": "is stopped (state T)", "t": "is stopped by a tracer (state t)",
          "D": "is in an uninterruptible wait (state D)"}
 
@@ -37,8 +38,12 @@ class Stall:
     limit_s: float
     beats: dict
 
+    peer: str = ""  # set when another node found the hang: "node N (host)"
+
     def describe(self) -> str:
         steps = ", ".join(f"rank {r}: {b.get('phase')} step {b.get('step')}" for r, b in sorted(self.beats.items()))
+        if self.peer:
+            return f"{self.peer} found a hang; this node's stacks follow; last beats: {steps or 'none'}"
         return (f"no progress for {self.quiet_s:.0f}s in phase {self.phase} (limit {self.limit_s:.0f}s); "
                 f"last beats: {steps or 'none'}")
 
@@ -145,7 +150,33 @@ class Watchdog:
             stall = stalled(beats, self.world_size, started, time.time(), self.timeout_s, timing)
             if stall is not None:
                 self._act(stall)
+                self._stop.wait(PEER_GRACE_S)  # the other nodes see the record and dump their stacks too
+                self._end_training()
                 return
+            peer = self._peer_record()
+            if peer is not None:  # another node found the hang first: this node's stacks and suspects too
+                self._act(Stall("peer", 0.0, 0.0, beats, f"node {peer['node_rank']} ({peer['host']})"))
+                self._end_training()
+                return
+
+    def _peer_record(self) -> Optional[dict]:
+        """Another node's hang record of this attempt (they sit beside this node's own)."""
+        pattern = self.record_path.name.rsplit(".node", 1)[0] + ".node*.json"
+        for path in self.record_path.parent.glob(pattern):
+            if path != self.record_path:
+                try:
+                    return json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue  # being written
+        return None
+
+    def _end_training(self) -> None:
+        print(f"{MARK}: ending this node's training processes; node 0 requeues", flush=True)
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _act(self, stall: Stall) -> None:
         host = socket.gethostname()
@@ -157,12 +188,7 @@ class Watchdog:
         self.record_path.write_text(json.dumps({"node_rank": self.node_rank, "host": host, "phase": stall.phase,
                                                 "quiet_s": round(stall.quiet_s), "time": time.time(),
                                                 "suspects": suspects}))
-        print(f"{MARK}: {self.fired}. Ending this node's training processes; node 0 requeues", flush=True)
-        for pid in descendants(os.getpid()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        print(f"{MARK}: {self.fired}", flush=True)
 
     def _dump_stacks(self, local: dict) -> list[dict]:
         """Ask each local rank for its stacks, copy them into this log; the ranks that look stuck."""
