@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
 from _report import write_section  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from tests.slurm_helpers import worker_pid  # noqa: E402  (the test's /proc lookup of one node's worker)
+
 SLURM = {"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", "max_requeues": 5}
 
 
@@ -34,19 +37,6 @@ def wait(predicate, timeout_s: float, what: str) -> None:
 def samples(ckpt: Path) -> int:
     records = step_records(ckpt)
     return records[-1]["samples_seen"] if records else 0
-
-
-def worker_of_node_1(ckpt: Path) -> int:
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if (any(a.endswith(b"main_ds.py") for a in argv) and f"--output_dir={ckpt}".encode() in argv
-                and b"GROUP_RANK=1" in environ):
-            return int(entry.name)
-    raise SystemExit("no worker of node 1")
 
 
 def after_fault(ckpt: Path, job, fault_at: float, at_fault: int) -> tuple[float, int]:
@@ -69,7 +59,7 @@ def hang_case(model: Path, data: Path, root: Path) -> str:
                       slurm={**SLURM, "hang_timeout_s": 30})
     os.environ.pop("HPC_SFT_FAULT_STEP_DELAY_S")
     wait(lambda: samples(ckpt) >= 1400, 600, "epoch 1")
-    pid, at_fault = worker_of_node_1(ckpt), samples(ckpt)
+    pid, at_fault = worker_pid(ckpt, 1), samples(ckpt)
     stopped = time.time()
     os.kill(pid, signal.SIGSTOP)
     wait(lambda: any(ckpt.glob(".hpc_sft_hang.*.json")), 300, "a hang record")  # the next run removes it

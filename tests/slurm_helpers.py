@@ -2,6 +2,7 @@
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import hpc_sft
 from hpc_sft.executors.slurm import client as slurm_client
@@ -61,3 +62,17 @@ def plan_hosts(job) -> list[list[str]]:
                 runs.setdefault(count, []).append(json.loads(line[len(PLAN_TAG):])["host"])
                 count += 1
     return [sorted(hosts) for _, hosts in sorted(runs.items())]
+
+
+def worker_pid(ckpt, node_rank: int):
+    """The pid of the instructlab-training worker of node `node_rank` that trains into ckpt (from /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if (any(arg.endswith(b"main_ds.py") for arg in argv) and f"--output_dir={ckpt}".encode() in argv
+                and f"GROUP_RANK={node_rank}".encode() in environ):
+            return int(entry.name)
+    return None

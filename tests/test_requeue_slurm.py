@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,7 @@ from hpc_sft.executors.slurm import client as slurm_client
 from hpc_sft.executors.slurm.node_task import PLAN_TAG
 from hpc_sft.executors.slurm.watchdog import MARK
 from hpc_sft.rundir.status import read_status
-from tests.slurm_helpers import final_weights, plan_hosts, preempt_at, samples_now, submit, wait_until
+from tests.slurm_helpers import final_weights, plan_hosts, preempt_at, samples_now, submit, wait_until, worker_pid
 from tests.loading import assert_loads_as_trained, newest_full_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.training]
@@ -111,20 +110,6 @@ def test_kill_during_a_save_resumes_from_the_previous_complete_state(
     assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference_1200)
     log = again.log_paths(0)[0].read_text() + (ckpt / "full_logs_global0.log").read_text()
     assert "deleted the torn staged state epoch_1" in log
-
-
-def worker_pid(ckpt, node_rank: int):
-    """The pid of the instructlab-training worker of node `node_rank` that trains into ckpt (from /proc)."""
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if (any(arg.endswith(b"main_ds.py") for arg in argv) and f"--output_dir={ckpt}".encode() in argv
-                and f"GROUP_RANK={node_rank}".encode() in environ):
-            return int(entry.name)
-    return None
 
 
 def test_a_hung_worker_is_named_and_its_node_left_behind(slurm_cluster, tiny_model, data_1200, reference_1200,

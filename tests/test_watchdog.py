@@ -83,7 +83,7 @@ def test_a_peer_nodes_hang_record_of_this_attempt_is_seen_and_its_own_is_not(tmp
     from hpc_sft.executors.slurm.watchdog import Watchdog
     from hpc_sft.rundir.layout import hang_record_file
 
-    dog = Watchdog(tmp_path / "beats", tmp_path / hang_record_file("7.0", 0), 2, 0, 15)
+    dog = Watchdog(tmp_path / "beats", tmp_path, "7.0", 2, 0, 15)
     (tmp_path / hang_record_file("7.0", 0)).write_text(json.dumps({"node_rank": 0}))
     (tmp_path / hang_record_file("6.0", 1)).write_text(json.dumps({"node_rank": 1}))  # an earlier attempt
     assert dog._peer_record() is None

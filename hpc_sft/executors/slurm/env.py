@@ -40,6 +40,11 @@ class SlurmEnv:
                    else None)
 
     @property
+    def attempt(self) -> str:
+        """JOBID.RESTART: one run of the job (a requeue keeps the id); names the files of that run."""
+        return f"{self.job_id}.{self.restart_count}"
+
+    @property
     def hostnames(self) -> list[str]:
         hosts = expand_nodelist(self.nodelist)
         if len(hosts) != self.nnodes:

@@ -40,7 +40,7 @@ def lost_nodes(ckpt: Path, env, nnodes: int) -> Optional[str]:
     """Node 0 after its training failed: a node that has not marked its stop within stop_wait_s is taken as
     lost (dead host, killed slurmd): it gets a hang record, so that the requeue leaves its host out, and a
     stop mark on its behalf. The hang's description, or None when every node stopped (a real failure)."""
-    attempt = f"{env.job_id}.{env.restart_count}"
+    attempt = env.attempt
     missing = wait_for_nodes(ckpt, attempt, nnodes, stop_wait_s(), forget=False)
     for rank in missing:
         watchdog.record_lost(ckpt, attempt, rank, env.hostnames[rank], stop_wait_s())
@@ -50,7 +50,7 @@ def lost_nodes(ckpt: Path, env, nnodes: int) -> Optional[str]:
 
 def wait_until_stopped(ckpt: Path, env, nnodes: int) -> None:
     """Node 0 before a requeue: every node's training has ended (or stop_wait_s passed; said in the log)."""
-    missing = wait_for_nodes(ckpt, f"{env.job_id}.{env.restart_count}", nnodes, stop_wait_s())
+    missing = wait_for_nodes(ckpt, env.attempt, nnodes, stop_wait_s())
     if missing:
         log.warning("node(s) %s still running %.0fs after node 0 stopped; requeueing anyway",
                     ",".join(map(str, missing)), stop_wait_s())
@@ -58,7 +58,7 @@ def wait_until_stopped(ckpt: Path, env, nnodes: int) -> None:
 
 def requeue_without_stuck(ckpt: Path, env) -> None:
     """Node 0, after wait_until_stopped: requeue, without the hosts whose hang record names a stuck rank."""
-    hosts = watchdog.stuck_hosts(ckpt, f"{env.job_id}.{env.restart_count}")
+    hosts = watchdog.stuck_hosts(ckpt, env.attempt)
     if hosts:
         requeue_excluding(env.job_id, hosts)
     else:

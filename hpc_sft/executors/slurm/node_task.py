@@ -120,7 +120,7 @@ class NodeTask:
         print(PLAN_TAG, json.dumps(plan_record(launch, socket.gethostname())), flush=True)
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         backend = registry.backend_class(self.config.backend)()
-        attempt = f"{env.job_id}.{env.restart_count}"  # what the other nodes wait for
+        attempt = env.attempt  # what the other nodes wait for
         if lead:
             with datacache.heartbeat(data_cache_path(self.config, backend), attempt), self.data_watch(ckpt, env):
                 self.prepare_lead(ckpt, env, backend)
@@ -164,7 +164,7 @@ class NodeTask:
         run_settings.check(self.config, backend.free_kwargs)  # a rerun submitted meanwhile may differ
         run_settings.record(self.config, backend.free_kwargs)
         backend.tidy_checkpoints(ckpt, log.warning)
-        watchdog.forget_other_attempts(ckpt, f"{env.job_id}.{env.restart_count}")
+        watchdog.forget_other_attempts(ckpt, env.attempt)
 
     def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous, signal_name: Optional[str],
                  hang: Optional[str] = None) -> Optional[TrainingResult]:
@@ -180,7 +180,7 @@ class NodeTask:
         leave_quietly()
         if lead and decision.action == "requeue":
             leaving.wait_until_stopped(ckpt, env, rdzv.nnodes)  # then every node's hang record is written
-            decision = watchdog.with_suspects(decision, ckpt, f"{env.job_id}.{env.restart_count}")
+            decision = watchdog.with_suspects(decision, ckpt, env.attempt)
         if lead:
             record_stop(ckpt, env.job_id, env.restart_count, decision, state, str(path) if path else None)
             if decision.action != "requeue":

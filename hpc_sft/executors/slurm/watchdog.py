@@ -125,9 +125,10 @@ def descendants(pid: int) -> list[int]:
 class Watchdog:
     """Started around one node's training; `fired` holds the hang's description once it acted."""
 
-    def __init__(self, folder: Path, record_path: Path, world_size: int, node_rank: int, timeout_s: float,
+    def __init__(self, folder: Path, ckpt: Path, attempt: str, world_size: int, node_rank: int, timeout_s: float,
                  poll_s: float = 2.0) -> None:
-        self.folder, self.record_path, self.world_size = folder, record_path, world_size
+        self.folder, self.ckpt, self.attempt, self.world_size = folder, ckpt, attempt, world_size
+        self.record_path = ckpt / hang_record_file(attempt, node_rank)
         self.node_rank, self.timeout_s, self.poll_s = node_rank, timeout_s, poll_s
         self.fired: Optional[str] = None
         self._stop = threading.Event()
@@ -160,15 +161,8 @@ class Watchdog:
                 return
 
     def _peer_record(self) -> Optional[dict]:
-        """Another node's hang record of this attempt (they sit beside this node's own)."""
-        pattern = self.record_path.name.rsplit(".node", 1)[0] + ".node*.json"
-        for path in self.record_path.parent.glob(pattern):
-            if path != self.record_path:
-                try:
-                    return json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue  # being written
-        return None
+        """Another node's hang record of this attempt."""
+        return next((r for r in hang_records(self.ckpt, self.attempt) if r.get("node_rank") != self.node_rank), None)
 
     def _end_training(self) -> None:
         print(f"{MARK}: ending this node's training processes; node 0 requeues", flush=True)
@@ -275,8 +269,7 @@ def watched_training(backend, config, launch, ckpt: Path, attempt: str) -> Optio
         return None
     folder = ckpt / beats_dir(attempt)
     launch = replace(launch, env=(*launch.env, ("HPC_SFT_BEAT_DIR", str(folder))))
-    dog = Watchdog(folder, ckpt / hang_record_file(attempt, launch.node_rank), local * launch.nnodes,
-                   launch.node_rank, config.slurm.hang_timeout_s)
+    dog = Watchdog(folder, ckpt, attempt, local * launch.nnodes, launch.node_rank, config.slurm.hang_timeout_s)
     with dog:
         try:
             backend.execute_training(config, launch)
