@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
-from . import executors, jobs
+from . import executors, jobs, registry
 from .config import recipe as recipes
 from .errors import HpcSftError
-from .executors.slurm import client as slurm_client
 
 
 class Group(click.Group):
@@ -87,22 +86,9 @@ def _record(job: str | None) -> dict:
     if job is not None and Path(job).is_dir():
         rec = jobs.for_dir(job)
         if rec is None:
-            raise HpcSftError(f"no run of {job} is recorded. Fix: pass a job id (`hpc-sft status` shows the last)")
+            raise HpcSftError(f"no run of {job} is recorded", "pass a job id (`hpc-sft status` shows the last)")
         return rec
     return jobs.lookup(job)
-
-
-def _log_path(rec: dict, node: int, stderr: bool) -> Path:
-    if jobs.is_local(rec):
-        return Path(rec["log"])
-    return Path(rec["folder"]) / f"{rec['job_id']}_{node}_log.{'err' if stderr else 'out'}"
-
-
-def _running(rec: dict) -> bool:
-    if jobs.is_local(rec):
-        return jobs.local_state(jobs.lookup(rec["job_id"]))["state"] == "RUNNING"
-    return slurm_client.slurm_state(rec["job_id"])["state"] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
-                                                        "COMPLETING")
 
 
 @main.command()
@@ -113,7 +99,8 @@ def _running(rec: dict) -> bool:
 def logs(job: str | None, node: int, follow: bool, stderr: bool) -> None:
     """Print the log of one node of JOB, or of a local run (id or ckpt_output_dir; default: the last run)."""
     rec = _record(job)
-    path = _log_path(rec, node, stderr)
+    executor = executors.for_record(rec)
+    path = executor.log_path(rec, node, stderr)
     offset = 0
     while True:
         if path.is_file():
@@ -122,7 +109,7 @@ def logs(job: str | None, node: int, follow: bool, stderr: bool) -> None:
                 chunk = fh.read()
                 offset = fh.tell()
             click.echo(chunk, nl=False)
-        if not follow or not _running(rec):
+        if not follow or not executor.job_state(jobs.lookup(rec["job_id"])).live:
             break
         time.sleep(2)
     if not path.is_file():
@@ -134,15 +121,7 @@ def logs(job: str | None, node: int, follow: bool, stderr: bool) -> None:
 def cancel(job: str) -> None:
     """Cancel JOB (its checkpoints stay); a local run gets SIGTERM, saves a full state and stops."""
     rec = _record(job)
-    if jobs.is_local(rec):
-        if not jobs.cancel_local(rec):
-            raise HpcSftError(f"local run {rec['job_id']} is not running here ({jobs.local_state(rec)['state']}); "
-                              "nothing to cancel")
-        click.echo(f"sent SIGTERM to local run {rec['job_id']} (pid {rec['pid']}); it saves a full state and "
-                   f"stops; checkpoints stay in {rec['ckpt_output_dir']}")
-        return
-    slurm_client.cancel(rec["job_id"])
-    click.echo(f"cancelled job {rec['job_id']}; checkpoints stay in {rec['ckpt_output_dir']}")
+    click.echo(executors.for_record(rec).cancel(rec))
 
 
 @main.command()
@@ -160,7 +139,7 @@ def render(recipe: str, overrides: tuple[str, ...], output: str | None) -> None:
 
 @main.command()
 @click.argument("path", default="recipe.toml", type=click.Path())
-@click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
+@click.option("--executor", type=click.Choice(list(registry.EXECUTORS)), default="slurm", show_default=True)
 def init(path: str, executor: str) -> None:
     """Write a commented recipe to PATH (never overwrites)."""
     from .config.skeleton import recipe_text
@@ -174,7 +153,7 @@ def _write_or_echo(text: str, path: str | None, overwrite: bool = True) -> None:
         return
     target = Path(path)
     if target.exists() and not overwrite:
-        raise HpcSftError(f"{target} exists; not overwriting it. Fix: choose another path or remove it")
+        raise HpcSftError(f"{target} exists; not overwriting it", "choose another path or remove it")
     target.write_text(text)
     click.echo(f"wrote {target}")
 

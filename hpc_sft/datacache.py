@@ -158,8 +158,8 @@ def wait(path: Path, timeout_s: float, attempt: str = "local", poll_s: float = 1
             if status != last:
                 last, changed = status, now
         if now > deadline:
-            raise TrainingError(f"waited {timeout_s:.0f}s for node 0 to tokenize the data into {path}. Fix: read "
-                                "node 0's log; raise HPC_SFT_DATA_WAIT_S if the data set is very large")
+            raise TrainingError(f"waited {timeout_s:.0f}s for node 0 to tokenize the data into {path}",
+                                "read node 0's log; raise HPC_SFT_DATA_WAIT_S if the data set is very large")
         time.sleep(poll_s)
     log.info("data cache ready: %s", path)
     return path
@@ -169,9 +169,9 @@ def check_builder(status: dict, path: Path, still_s: float) -> None:
     """Raise when node 0's build of this attempt failed, or its heartbeat has not moved for stale_s()."""
     host = status.get("host", "node 0")
     if status.get("state") == "failed":
-        raise TrainingError(f"node 0 ({host}) failed to tokenize the data: {status.get('reason')}. Fix: read "
-                            "node 0's log (this node stops now instead of waiting)")
+        raise TrainingError(f"node 0 ({host}) failed to tokenize the data: {status.get('reason')}",
+                            "read node 0's log (this node stops now instead of waiting)")
     if status.get("state") == "building" and still_s > stale_s():
         raise TrainingError(f"node 0 ({host}) stopped tokenizing the data into {path}: no heartbeat for "
-                            f"{still_s:.0f}s (its process died, or its node). Fix: read node 0's log; the job "
-                            "can be resubmitted")
+                            f"{still_s:.0f}s (its process died, or its node)",
+                            "read node 0's log; the job can be resubmitted")

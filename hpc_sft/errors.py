@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 
+def with_fix(problem: str, fix: str = "") -> str:
+    """The one way a message states its fix: 'PROBLEM. Fix: FIX' (errors and warnings alike)."""
+    return f"{problem}. Fix: {fix}" if fix else problem
+
+
 class HpcSftError(Exception):
-    """Base of every deliberate hpc-sft error."""
+    """Base of every deliberate hpc-sft error: the problem and, when given, the fix (`fix=`)."""
 
     exit_code = 1
+
+    def __init__(self, problem: str = "", fix: str = "") -> None:
+        self.problem, self.fix = problem, fix
+        super().__init__(with_fix(problem, fix))
 
 
 class ConfigError(HpcSftError, ValueError):
@@ -14,9 +23,9 @@ class ConfigError(HpcSftError, ValueError):
     exit_code = 2
 
     def __init__(self, key: str, problem: str, fix: str = "") -> None:
-        self.key, self.problem, self.fix = key, problem, fix
-        text = f"{key}: {problem}" if key else problem
-        super().__init__(f"{text}. Fix: {fix}" if fix else text)
+        self.key = key
+        super().__init__(f"{key}: {problem}" if key else problem, fix)
+        self.problem = problem
 
 
 class MissingPathError(HpcSftError, FileNotFoundError):
@@ -26,8 +35,7 @@ class MissingPathError(HpcSftError, FileNotFoundError):
 
     def __init__(self, key: str, path: str, fix: str = "") -> None:
         self.key, self.path = key, path
-        fix = fix or "check the path, or create it before submitting"
-        super().__init__(f"{key}: {path!s} does not exist. Fix: {fix}")
+        super().__init__(f"{key}: {path!s} does not exist", fix or "check the path, or create it before submitting")
 
 
 class TrainingError(HpcSftError, RuntimeError):

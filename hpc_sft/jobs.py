@@ -21,8 +21,8 @@ def record(job_id: str, folder: Path, nodes: int, ckpt_output_dir: str) -> Path:
     """Remember where a job keeps its files, so status/logs work from any shell later."""
     path = home() / "jobs" / f"{job_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"job_id": str(job_id), "folder": str(folder), "nodes": nodes, "ckpt_output_dir": str(ckpt_output_dir),
-            "submitted": time.time()}
+    data = {"job_id": str(job_id), "executor": "slurm", "folder": str(folder), "nodes": nodes,
+            "ckpt_output_dir": str(ckpt_output_dir), "submitted": time.time()}
     path.write_text(json.dumps(data, indent=1))
     return path
 
@@ -55,10 +55,6 @@ def update(rec: dict, **changes) -> dict:
         rec["ended"] = time.time()
     write(rec)
     return rec
-
-
-def is_local(rec: dict) -> bool:
-    return rec.get("executor") == "local"
 
 
 def all_records() -> list[dict]:

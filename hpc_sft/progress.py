@@ -6,8 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from . import jobs, registry
-from .executors.slurm import client as slurm_client
+from . import executors, jobs, registry
 from .rundir.layout import hf_checkpoints, metrics_file
 from .rundir.status import read_status
 
@@ -91,14 +90,10 @@ def newest_backend_checkpoint(ckpt_dir: Path) -> Optional[str]:
 
 def job_status(rec: dict) -> dict:
     """Status of a recorded Slurm job or local run."""
-    local = jobs.is_local(rec)
-    info = {"job_id": rec["job_id"], "executor": "local" if local else "slurm",
-            "ckpt_output_dir": rec["ckpt_output_dir"], "logs": rec.get("log") if local else rec["folder"]}
-    info.update(jobs.local_state(rec) if local else slurm_client.slurm_state(rec["job_id"]))
+    executor = executors.for_record(rec)
+    info = {"job_id": rec["job_id"], "executor": executor.name, "ckpt_output_dir": rec["ckpt_output_dir"]}
+    info.update(executor.job_state(rec).as_status())
     info.update(run_status(Path(rec["ckpt_output_dir"])))
-    if local:
-        info.update(pid=rec.get("pid"), signal=rec.get("signal"), last_complete_state=rec.get("last_complete_state"),
-                    state_samples=rec.get("samples_seen"))
     newest = jobs.for_dir(rec["ckpt_output_dir"])
     info["newer_run"] = newest["job_id"] if newest and newest["job_id"] != rec["job_id"] else None
     return info
@@ -110,7 +105,8 @@ def dir_status(ckpt_dir: Path) -> dict:
     if rec is not None:
         return job_status(rec)
     info = {"job_id": f"(no record) {ckpt_dir}", "executor": None, "ckpt_output_dir": str(ckpt_dir),
-            "logs": None, "state": "UNKNOWN", "restarts": None, "elapsed": ""}
+            "logs": None, "state": "UNKNOWN", "restarts": None, "elapsed": "",
+            "headline": f"{ckpt_dir}: no run recorded (what the directory says)"}
     info.update(run_status(Path(ckpt_dir)))
     return info
 
@@ -120,12 +116,6 @@ def bar(done: Optional[int], total: Optional[int], width: int = 30) -> str:
         return "[" + " " * width + "]   0%"
     filled = min(width, int(width * done / total))
     return f"[{'#' * filled}{'.' * (width - filled)}] {100 * done / total:3.0f}%"
-
-
-def headline(info: dict) -> str:
-    if info.get("executor") == "local":
-        return f"local run {info['job_id']}: {info['state']}  (pid {info.get('pid')}, elapsed {info['elapsed']})"
-    return f"job {info['job_id']}: {info['state']}  (restarts: {info['restarts']}, elapsed {info['elapsed']})"
 
 
 def resume_lines(info: dict) -> list[str]:
@@ -138,7 +128,7 @@ def resume_lines(info: dict) -> list[str]:
 
 
 def render_status(info: dict) -> str:
-    lines = [headline(info),
+    lines = [info["headline"],
              f"progress: {bar(info['samples_seen'], info['samples_total'])} "
              f"{info['samples_seen'] or 0}/{info['samples_total'] or '?'} samples"
              + (f", epoch {info['epoch']}, loss {info['loss']:.4f}" if info.get("loss") is not None else ""),

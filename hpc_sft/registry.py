@@ -1,7 +1,8 @@
-"""Names of algorithms and backends mapped to their classes, imported only when asked for."""
+"""Names of algorithms, backends and executors mapped to their classes, imported only when asked for."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from .errors import ConfigError
 
@@ -11,6 +12,29 @@ ALGORITHMS: dict[str, tuple[str, dict[str, str]]] = {
             {"instructlab-training": "hpc_sft.backends.instructlab.backend:InstructLabTrainingSFTBackend",
              "trl": "hpc_sft.backends.trl.backend:TRLSFTBackend"}),
 }
+
+
+
+@dataclass(frozen=True)
+class ExecutorEntry:
+    """Where an executor's class and pre-submit checks live, and whether it takes SlurmOptions."""
+
+    cls: str
+    checks: str  # `(plan, dry_run) -> Checks`
+    slurm_options: bool  # takes slurm=... / [slurm] (its node count then sets the world size)
+
+
+EXECUTORS: dict[str, ExecutorEntry] = {
+    "local": ExecutorEntry("hpc_sft.executors.local:LocalExecutor", "hpc_sft.pipeline:local_checks", False),
+    "slurm": ExecutorEntry("hpc_sft.executors.slurm.executor:SlurmExecutor",
+                           "hpc_sft.executors.slurm.executor:preflight", True),
+}
+
+
+def ignores_slurm_options(executor: str) -> bool:
+    """True for a known executor that would ignore slurm=... (an unknown name is refused elsewhere)."""
+    entry = EXECUTORS.get(executor)
+    return entry is not None and not entry.slurm_options
 
 
 def load(path: str):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from .errors import with_fix
+
 
 @dataclass(frozen=True)
 class StateFacts:
@@ -34,10 +36,10 @@ def decide(state: Optional[StateFacts], num_epochs: int, restarts: int, max_requ
         return Decision("finish", "training complete")
     samples = state.samples_seen if state else 0
     if restarts >= max_requeues:
-        return Decision("give_up", f"{why}; requeue budget max_requeues={max_requeues} is used up "
-                                   f"({samples} samples seen). Fix: raise slurm.max_requeues or the time limit")
+        return Decision("give_up", with_fix(f"{why}; requeue budget max_requeues={max_requeues} is used up "
+                                            f"({samples} samples seen)", "raise slurm.max_requeues or the time limit"))
     earlier = [s.get("samples_seen") or 0 for s in stops]
     if len(earlier) >= 2 and samples <= earlier[-1] <= earlier[-2]:
-        return Decision("give_up", f"{why}; no progress in the last two runs (stuck at {samples} samples). "
-                                   "Fix: make the time limit longer than startup + one checkpoint")
+        return Decision("give_up", with_fix(f"{why}; no progress in the last two runs (stuck at {samples} samples)",
+                                            "make the time limit longer than startup + one checkpoint"))
     return Decision("requeue", f"{why}; requeueing to resume from {samples} samples")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError, HpcSftError, SubmitError, did_you_mean
+from ..registry import ignores_slurm_options
 from .slurm_options import SlurmOptions
 from .spec import BY_NAME
 from .validate import build_config, split_values
@@ -108,7 +109,7 @@ def check_structure(data: dict) -> None:
             error = _misplaced(f"{section}.{key}", key, f"in [{section}]", section)
             if error:
                 raise error
-    if "slurm" in data and data.get("executor", "local") == "local":
+    if "slurm" in data and ignores_slurm_options(data.get("executor", "local")):
         raise ConfigError("slurm", "a [slurm] table is given but executor is \"local\", which would ignore it",
                           'set executor = "slurm" at the top of the recipe, or remove the [slurm] table')
 

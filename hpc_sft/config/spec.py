@@ -5,6 +5,8 @@ import inspect
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional, Union
 
+from ..registry import EXECUTORS
+
 # kind -> (python types accepted, annotation shown in the signature)
 KINDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "path": ((str,), str),
@@ -79,7 +81,7 @@ PARAMS: tuple[Param, ...] = (
     P("rdzv_endpoint", "str", "host:port of node 0's rendezvous (under Slurm: first node, port from the job id).",
       "Distributed"),
     P("executor", "name", "Where to run: 'local' (here, now) or 'slurm' (submit a job).", "hpc-sft",
-      default="local", choices=("local", "slurm"), own=True),
+      default="local", choices=tuple(EXECUTORS), own=True),
     P("slurm", "slurm", "SlurmOptions, or a dict of its fields (executor='slurm').", "hpc-sft", own=True),
     P("device", "str", "None: cuda if a GPU is visible, else cpu; or 'cuda' / 'cpu'.", "hpc-sft",
       choices=("cuda", "cpu"), own=True),

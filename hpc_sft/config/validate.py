@@ -59,7 +59,7 @@ def check_cross(v: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
     if rank is not None and rank >= nnodes:
         raise ConfigError("node_rank", f"{rank} is not below nnodes={nnodes}",
                           f"use a node_rank from 0 to {nnodes - 1}")
-    if v["executor"] == "slurm":
+    if not registry.ignores_slurm_options(v["executor"]):
         _check_slurm_conflicts(v)
     elif v["slurm"] is not None:
         raise ConfigError("slurm", f"is given but executor is {v['executor']!r}, which would ignore it",
@@ -172,7 +172,7 @@ def build_config(values: Mapping[str, Any], backend_kwargs: Mapping[str, Any]) -
     for p in PARAMS:
         if p.kind != "slurm":
             check_type(p, v[p.name])
-    v["slurm"] = SlurmOptions.from_value(v["slurm"]) if v["executor"] == "slurm" else v["slurm"]
+    v["slurm"] = v["slurm"] if registry.ignores_slurm_options(v["executor"]) else SlurmOptions.from_value(v["slurm"])
     backend_cls = registry.backend_class(v["backend"])
     backend_kwargs = dict(backend_kwargs)
     backend_cls.check_kwargs(backend_kwargs)

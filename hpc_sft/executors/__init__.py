@@ -1,25 +1,44 @@
 """Executors say where a run happens: plan() is pure (drives --dry-run), submit() is the side effect."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
-from ..registry import load
-
-EXECUTORS = {"local": "hpc_sft.executors.local:LocalExecutor",
-             "slurm": "hpc_sft.executors.slurm.executor:SlurmExecutor"}
-# executor -> its pre-submit checks, `(plan, dry_run) -> Checks` (the local executor's live in the pipeline)
-CHECKS = {"local": "hpc_sft.pipeline:local_checks",
-          "slurm": "hpc_sft.executors.slurm.executor:preflight"}
+from ..registry import EXECUTORS, load
 
 
 def get(name: str):
     """An executor instance by name (the slurm one imports submitit only when used)."""
-    return load(EXECUTORS[name])()
+    return load(EXECUTORS[name].cls)()
+
+
+def for_record(rec: dict):
+    """The executor that wrote a job record (records older than the 'executor' field are Slurm jobs): it answers
+    state, cancel and log questions about that job, so no caller asks which executor it was."""
+    return get(rec.get("executor", "slurm"))
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What an executor says about one recorded job: its state, whether it may still write, where its logs are,
+    a headline for `hpc-sft status`, and executor-specific facts (`extra`, merged into the status)."""
+
+    state: str
+    live: bool
+    headline: str
+    logs: Optional[str]
+    restarts: Optional[int] = None
+    elapsed: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_status(self) -> dict:
+        return {"state": self.state, "restarts": self.restarts, "elapsed": self.elapsed, "logs": self.logs,
+                "headline": self.headline, **self.extra}
 
 
 def checks_for(name: str):
     """The pre-submit check function of an executor: `(plan, dry_run) -> Checks`; raises for what would fail."""
-    return load(CHECKS[name])
+    return load(EXECUTORS[name].checks)
 
 
 @dataclass(frozen=True)

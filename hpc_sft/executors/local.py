@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .. import jobs
+from . import JobState
 from ..console import Console
-from ..errors import Interrupted, TrainingError
+from ..errors import HpcSftError, Interrupted, TrainingError
 from ..launch import Launch, finalize, local_launch
 from ..requeue import StateFacts, finished
 from ..result import TrainingResult
@@ -81,6 +82,26 @@ def interrupted(signal_name: str, state, path, total, log_path: Path, saved: boo
 
 class LocalExecutor:
     name = "local"
+
+    def job_state(self, rec: dict) -> JobState:
+        """A local run's state from its record (RUNNING whose process is gone reads DIED)."""
+        now = jobs.local_state(rec)
+        extra = {"pid": rec.get("pid"), "signal": rec.get("signal"),
+                 "last_complete_state": rec.get("last_complete_state"), "state_samples": rec.get("samples_seen")}
+        return JobState(now["state"], now["state"] == "RUNNING",
+                        f"local run {rec['job_id']}: {now['state']}  (pid {rec.get('pid')}, elapsed {now['elapsed']})",
+                        rec.get("log"), None, now["elapsed"], extra)
+
+    def cancel(self, rec: dict) -> str:
+        """SIGTERM to the run (it saves a full state and stops); HpcSftError when it is not running here."""
+        if not jobs.cancel_local(rec):
+            raise HpcSftError(f"local run {rec['job_id']} is not running here ({jobs.local_state(rec)['state']}); "
+                              "nothing to cancel")
+        return (f"sent SIGTERM to local run {rec['job_id']} (pid {rec['pid']}); it saves a full state and stops; "
+                f"checkpoints stay in {rec['ckpt_output_dir']}")
+
+    def log_path(self, rec: dict, node: int, stderr: bool) -> Path:
+        return Path(rec["log"])  # one log, stdout and stderr together
 
     def plan(self, config) -> LocalPlan:
         return LocalPlan(config, local_launch(config))

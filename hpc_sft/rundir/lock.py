@@ -13,7 +13,6 @@ from ..errors import TrainingError
 from .layout import LOCK_FILE
 
 
-
 def owner_here(job_id: Optional[str]) -> dict:
     return {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid()}
 
@@ -52,13 +51,15 @@ def check_free(ckpt_dir: Path, job_id: Optional[str] = None, error: type = Train
     owner = holder(ckpt_dir)
     if owner and (job_id is None or str(owner.get("job_id")) != str(job_id)) and alive(owner):
         who = f"Slurm job {owner['job_id']}" if owner.get("job_id") else f"pid {owner.get('pid')} on {owner.get('host')}"
-        raise error(in_use(ckpt_dir, who))
+        raise error(in_use(ckpt_dir, who), IN_USE_FIX)
+
+
+IN_USE_FIX = "wait for it, cancel it, or choose another ckpt_output_dir"
 
 
 def in_use(ckpt_dir, who: str) -> str:
-    """The one message for a ckpt_output_dir another writer holds."""
-    return (f"ckpt_output_dir {ckpt_dir} is in use by {who}. Fix: wait for it, cancel it, or choose another "
-            "ckpt_output_dir")
+    """The one message for a ckpt_output_dir another writer holds (its fix: IN_USE_FIX)."""
+    return f"ckpt_output_dir {ckpt_dir} is in use by {who}"
 
 
 def acquire(ckpt_dir: Path, job_id: Optional[str]) -> Path:

@@ -63,7 +63,7 @@ class InstructLabTrainingSFTBackend(Backend):
                               "max_seq_len tokens must fit in one device's micro-batch",
                               f"raise max_tokens_per_gpu to at least {seq}, or lower max_seq_len to {tokens}")
         nproc = config.nproc_per_node
-        nodes = config.slurm.nodes if config.executor == "slurm" else (config.nnodes or 1)
+        nodes = config.slurm.nodes if config.slurm is not None else (config.nnodes or 1)
         world = nodes * nproc if isinstance(nproc, int) else None
         if world and config.effective_batch_size is not None and config.effective_batch_size < world:
             raise ConfigError("effective_batch_size", f"{config.effective_batch_size} is smaller than the {world} "
@@ -259,6 +259,5 @@ def check_version() -> None:
     found = installed_version()
     if untested(found):
         raise TrainingError(
-            f"instructlab-training {found} is installed; hpc-sft is tested with {', '.join(TESTED_VERSIONS)}. "
-            f"Fix: pip install 'instructlab-training=={TESTED_VERSIONS[-1]}' "
-            f"(or set {OVERRIDE_ENV}=1 at your own risk)")
+            f"instructlab-training {found} is installed; hpc-sft is tested with {', '.join(TESTED_VERSIONS)}",
+            f"pip install 'instructlab-training=={TESTED_VERSIONS[-1]}' (or set {OVERRIDE_ENV}=1 at your own risk)")

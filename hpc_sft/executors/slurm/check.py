@@ -8,20 +8,50 @@ import subprocess
 from typing import Mapping, Optional
 
 from ...config.slurm_options import time_to_minutes
-from ...errors import ConfigError, SubmitError
-from .client import run
+from ...errors import ConfigError, SubmitError, with_fix
+from .client import fields, run
+
+
+def parse_partitions(text: str) -> dict[str, dict[str, str]]:
+    """name -> scontrol's fields for every partition of `scontrol show partition -o`; the default one also under
+    key ''. Pure."""
+    found: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        part = fields(line)
+        if "PartitionName" in part:
+            found[part["PartitionName"]] = part
+            if part.get("Default") == "YES":
+                found[""] = part
+    return found
 
 
 def partitions() -> dict[str, dict[str, str]]:
-    """name -> scontrol's fields for every partition; the default one also under key ''."""
-    found: dict[str, dict[str, str]] = {}
-    for line in run(["scontrol", "show", "partition", "-o"]).splitlines():
-        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-        if "PartitionName" in fields:
-            found[fields["PartitionName"]] = fields
-            if fields.get("Default") == "YES":
-                found[""] = fields
+    return parse_partitions(run(["scontrol", "show", "partition", "-o"]))
+
+
+# sinfo node states (the flag characters *~#!%$@^- stripped) in which a node can start a job now or soon
+USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned", "reserved"})
+
+
+def node_states(text: str, partition: str) -> dict[str, str]:
+    """node -> state in `partition` (the default partition: '') from `sinfo -h -N -o '%N|%P|%T'`. Pure."""
+    found = {}
+    for line in text.splitlines():
+        node, part, state = (line.split("|") + ["", ""])[:3]
+        if part.rstrip("*") == partition or (not partition and part.endswith("*")):
+            found[node] = state.rstrip("*~#!%$@^-")
     return found
+
+
+def idle_warning(states: dict[str, str], partition: str, nodes: int) -> list[str]:
+    """A warning when fewer nodes of the partition can run jobs than the job asks for (it would wait). Pure."""
+    usable = [n for n, state in states.items() if state in USABLE_STATES]
+    if not states or len(usable) >= nodes:
+        return []
+    counts = ", ".join(f"{sorted(states.values()).count(s)} {s}" for s in sorted(set(states.values())))
+    return [with_fix(f"partition {partition or '(default)'} has {len(usable)} node(s) that can run jobs now "
+                     f"({counts}) but the job asks for {nodes}: it will wait in the queue until enough come back",
+                     "ask your admin about the nodes (`sinfo -R` says why), or pick another partition")]
 
 
 def seconds(text: str) -> int:
@@ -40,12 +70,13 @@ def timing_warnings(lead_s: int, grace_s: Optional[int], save_s: Optional[float]
         return []
     found = []
     if grace_s is not None and grace_s < save_s:
-        found.append(f"the partition's GraceTime ({grace_s}s) is shorter than a measured full-state save "
-                     f"({save_s:.1f}s): a preempted job will be killed mid-save and lose the work since its last "
-                     "checkpoint. Fix: ask your admin for a longer GraceTime, or use a non-preemptible partition")
+        found.append(with_fix(f"the partition's GraceTime ({grace_s}s) is shorter than a measured full-state save "
+                              f"({save_s:.1f}s): a preempted job will be killed mid-save and lose the work since "
+                              "its last checkpoint",
+                              "ask your admin for a longer GraceTime, or use a non-preemptible partition"))
     if lead_s < 2 * save_s:
-        found.append(f"slurm.signal_lead_s={lead_s} is less than twice a measured full-state save ({save_s:.1f}s). "
-                     f"Fix: set signal_lead_s to at least {int(2 * save_s) + 1}")
+        found.append(with_fix(f"slurm.signal_lead_s={lead_s} is less than twice a measured full-state save "
+                              f"({save_s:.1f}s)", f"set signal_lead_s to at least {int(2 * save_s) + 1}"))
     return found
 
 
@@ -61,15 +92,17 @@ def disk_warnings(ckpt_dir, state_bytes: Optional[int], keep: int) -> list[str]:
     if free >= 2 * state_bytes:  # the one being written, and the older one deleted only after it
         return []
     gib = 1 << 30
-    return [f"{folder} has {free / gib:.1f} GiB free, but one full state of this run takes {state_bytes / gib:.1f} "
-            f"GiB and a save needs room for a new one before an older one goes (keep_full_states={keep}). Fix: "
-            "free space there, or lower keep_full_states (0 keeps every one)"]
+    return [with_fix(f"{folder} has {free / gib:.1f} GiB free, but one full state of this run takes "
+                     f"{state_bytes / gib:.1f} GiB and a save needs room for a new one before an older one goes "
+                     f"(keep_full_states={keep})", "free space there, or lower keep_full_states (0 keeps every one)")]
 
 
-NO_CLIENT = ("Slurm's client commands ({missing}) are not on PATH. Fix: run this on a Slurm login node (or "
-             "`module load slurm` first), or use executor = \"local\" to train here")
-NOT_USABLE = ("Slurm is installed here but not usable: {why}. Fix: run this on a login node of your cluster, or set "
-              "SLURM_CONF to its slurm.conf (or ask your admin whether slurmctld is up); or use executor = \"local\"")
+NO_CLIENT = with_fix("Slurm's client commands ({missing}) are not on PATH",
+                     "run this on a Slurm login node (or `module load slurm` first), or use executor = \"local\" to "
+                     "train here")
+NOT_USABLE = with_fix("Slurm is installed here but not usable: {why}",
+                      "run this on a login node of your cluster, or set SLURM_CONF to its slurm.conf (or ask your "
+                      "admin whether slurmctld is up); or use executor = \"local\"")
 
 
 def client_problem() -> Optional[str]:
@@ -114,8 +147,8 @@ def _test_only(script: str) -> Optional[str]:
     try:
         proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        raise SubmitError("sbatch --test-only did not answer in 60s; nothing was queued. Fix: check that "
-                          "slurmctld is up (scontrol ping)") from None
+        raise SubmitError("sbatch --test-only did not answer in 60s; nothing was queued",
+                          "check that slurmctld is up (scontrol ping)") from None
     return None if proc.returncode == 0 else _reason_lines(proc.stderr or proc.stdout)
 
 
@@ -150,4 +183,5 @@ def check_cluster(slurm, save_s: Optional[float] = None) -> list[str]:
                           f"set time to at most {max_time}")
     preemptible = "REQUEUE" in info.get("PreemptMode", "").upper()
     grace = seconds(info.get("GraceTime", "0")) if preemptible else None
-    return timing_warnings(slurm.signal_lead_s, grace, save_s)
+    states = node_states(run(["sinfo", "-h", "-N", "-o", "%N|%P|%T"]), info["PartitionName"])
+    return timing_warnings(slurm.signal_lead_s, grace, save_s) + idle_warning(states, name, slurm.nodes)

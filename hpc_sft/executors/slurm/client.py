@@ -7,13 +7,14 @@ from pathlib import Path
 
 from ... import jobs
 from ...errors import SubmitError
+from .nodelist import expand_nodelist
 
 
 def queued_for(ckpt_output_dir: str) -> list[str]:
     """Ids of recorded jobs that write ckpt_output_dir and are still queued or running."""
     folder, target = jobs.home() / "jobs", str(Path(ckpt_output_dir).resolve())
     records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
-    ids = [r["job_id"] for r in records if r.get("ckpt_output_dir") == target and not jobs.is_local(r)]
+    ids = [r["job_id"] for r in records if r.get("ckpt_output_dir") == target and r.get("executor", "slurm") == "slurm"]
     if not ids:
         return []
     alive = set(run(["squeue", "-h", "-o", "%i"]).split())
@@ -25,26 +26,51 @@ def run(cmd: list[str], timeout: float = 30) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        raise SubmitError(f"{cmd[0]} not found. Fix: run this on a Slurm login node (or load the slurm module)") \
+        raise SubmitError(f"{cmd[0]} not found", "run this on a Slurm login node (or load the slurm module)") \
             from None
     except subprocess.TimeoutExpired:
-        raise SubmitError(f"{' '.join(cmd)} did not answer in {timeout:.0f}s. Fix: check slurmctld") from None
+        raise SubmitError(f"{' '.join(cmd)} did not answer in {timeout:.0f}s", "check slurmctld") from None
     if proc.returncode != 0:
         raise SubmitError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
 
 
+# States in which a job may still run and write (`hpc-sft logs --follow` keeps following).
+LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING"})
+
+
+def fields(line: str) -> dict[str, str]:
+    """The KEY=VALUE fields of one `scontrol show ... -o` line. Pure."""
+    return dict(item.split("=", 1) for item in line.split() if "=" in item)
+
+
+def state_from_scontrol(text: str) -> dict:
+    """{'state', 'restarts', 'elapsed'} from `scontrol show job -o JOB`. Pure."""
+    job = fields(text)
+    return {"state": job.get("JobState", "UNKNOWN"), "restarts": int(job.get("Restarts", 0)),
+            "elapsed": job.get("RunTime", "")}
+
+
+def excluded_nodes(text: str) -> list[str]:
+    """The hosts a job may not run on, from `scontrol show job -o JOB` (ExcNodeList, expanded). Pure."""
+    value = fields(text).get("ExcNodeList", "(null)")
+    return [] if value in ("", "(null)") else expand_nodelist(value)
+
+
+def state_from_sacct(text: str) -> dict:
+    """The same from `sacct -X -n -P -o State,Elapsed` (its last line: the newest run; 'CANCELLED by 0' ->
+    CANCELLED). Pure."""
+    lines = text.strip().splitlines()
+    state, _, elapsed = (lines[-1] if lines else "UNKNOWN|").partition("|")
+    return {"state": state.split()[0] if state.strip() else "UNKNOWN", "restarts": None, "elapsed": elapsed}
+
+
 def slurm_state(job_id: str) -> dict:
     """{'state', 'restarts', 'elapsed'}: scontrol while slurmctld remembers the job, else sacct."""
     try:
-        fields = dict(item.split("=", 1) for item in run(["scontrol", "show", "job", "-o", str(job_id)]).split()
-                      if "=" in item)
-        return {"state": fields.get("JobState", "UNKNOWN"), "restarts": int(fields.get("Restarts", 0)),
-                "elapsed": fields.get("RunTime", "")}
+        return state_from_scontrol(run(["scontrol", "show", "job", "-o", str(job_id)]))
     except SubmitError:  # purged from slurmctld's memory: ask the accounting database
-        out = run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,Elapsed"]).strip()
-        state, _, elapsed = (out.splitlines()[-1] if out else "UNKNOWN|").partition("|")
-        return {"state": state.split()[0] if state else "UNKNOWN", "restarts": None, "elapsed": elapsed}
+        return state_from_sacct(run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,Elapsed"]))
 
 
 def cancel(job_id: str) -> None:

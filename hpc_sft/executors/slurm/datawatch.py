@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Optional
 
-from ...errors import TrainingError
+from ...errors import TrainingError, with_fix
 from .watchdog import MARK, descendants, proc_state
 
 HANG_SIGNAL = signal.SIGRTMIN + 4  # raises DataHang in the main thread
@@ -89,9 +89,10 @@ class DataWatch:
 
     def _act(self, used: float) -> None:
         host = socket.gethostname()
-        self.fired = (f"data processing on node 0 ({host}) made no progress: {used:.1f}s of CPU in the last "
-                      f"{self.timeout_s:.0f}s (slurm.hang_timeout_s). Fix: read the stacks under '{MARK}' in "
-                      "node 0's log; a deadlocked tokenizer pool goes away with data_process_num_cpu_procs=1")
+        self.fired = with_fix(f"data processing on node 0 ({host}) made no progress: {used:.1f}s of CPU in the "
+                              f"last {self.timeout_s:.0f}s (slurm.hang_timeout_s)",
+                              f"read the stacks under '{MARK}' in node 0's log; a deadlocked tokenizer pool goes "
+                              "away with data_process_num_cpu_procs=1")
         print(f"\n{MARK} on node 0 ({host}): {self.fired}\n{MARK} stacks of node 0's main process "
               f"(pid {os.getpid()}):", flush=True)
         faulthandler.dump_traceback(file=sys.stdout, all_threads=True)

@@ -14,11 +14,11 @@ from typing import Any, Iterator
 from ... import jobs, registry
 from ...errors import SubmitError
 from ...rundir import lock as ckpt_lock
-from .. import Checks
+from .. import Checks, JobState
 from . import check as slurm_check
 from . import client
 from .env import PORT_BASE, PORT_SPAN
-from .job import SlurmJob
+from .job import SlurmJob, node_log_name
 from .node_task import NodeTask
 
 
@@ -101,6 +101,19 @@ def preflight(plan: SlurmPlan, dry_run: bool = False) -> Checks:
 class SlurmExecutor:
     name = "slurm"
 
+    def job_state(self, rec: dict) -> JobState:
+        now = client.slurm_state(rec["job_id"])
+        return JobState(now["state"], now["state"] in client.LIVE_STATES,
+                        f"job {rec['job_id']}: {now['state']}  (restarts: {now['restarts']}, elapsed {now['elapsed']})",
+                        rec["folder"], now["restarts"], now["elapsed"])
+
+    def cancel(self, rec: dict) -> str:
+        client.cancel(rec["job_id"])
+        return f"cancelled job {rec['job_id']}; checkpoints stay in {rec['ckpt_output_dir']}"
+
+    def log_path(self, rec: dict, node: int, stderr: bool) -> Path:
+        return Path(rec["folder"]) / node_log_name(rec["job_id"], node, stderr)
+
     def plan(self, config) -> SlurmPlan:
         return SlurmPlan(config, job_folder(config), sbatch_parameters(config))
 
@@ -114,7 +127,8 @@ class SlurmExecutor:
         ckpt_lock.check_free(ckpt, error=SubmitError)
         waiting = client.queued_for(str(ckpt))
         if waiting:
-            raise SubmitError(ckpt_lock.in_use(ckpt, f"Slurm job {waiting[0]} (queued)") + ". Nothing was queued")
+            raise SubmitError(ckpt_lock.in_use(ckpt, f"Slurm job {waiting[0]} (queued)") + "; nothing was queued",
+                              ckpt_lock.IN_USE_FIX)
         if backend is not None:
             backend.check_values(plan.config)
         with removed_on_failure(plan.folder):
@@ -124,8 +138,8 @@ class SlurmExecutor:
             try:
                 job = executor.submit(NodeTask(plan.config))
             except Exception as exc:  # sbatch's own message says what Slurm refused
-                raise SubmitError(f"sbatch refused the job: {_one_line(exc)}. Nothing was queued. "
-                                  "Fix: check the [slurm] options (partition, nodes, time)") from None
+                raise SubmitError(f"sbatch refused the job: {_one_line(exc)}. Nothing was queued",
+                                  "check the [slurm] options (partition, nodes, time)") from None
         handle = SlurmJob.from_submitit(job, plan)
         jobs.record(handle.job_id, handle.folder, handle.nodes, str(ckpt))
         return handle

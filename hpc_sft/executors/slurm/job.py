@@ -22,6 +22,11 @@ ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "
 PREEMPTED_FOR_GOOD_S = 60.0
 
 
+def node_log_name(job_id: str, node: int, stderr: bool = False) -> str:
+    """One node's log file in the job folder (submitit's pattern: JOBID_TASK_log.out|err)."""
+    return f"{job_id}_{node}_log.{'err' if stderr else 'out'}"
+
+
 class SlurmJob:
     """A submitted training job. Logs: one stdout/stderr pair per node under `folder`."""
 
@@ -45,7 +50,7 @@ class SlurmJob:
 
     def log_paths(self, node: int = 0) -> tuple[Path, Path]:
         """(stdout, stderr) of one node's task."""
-        return (self.folder / f"{self.job_id}_{node}_log.out", self.folder / f"{self.job_id}_{node}_log.err")
+        return (self.folder / node_log_name(self.job_id, node), self.folder / node_log_name(self.job_id, node, True))
 
     @property
     def stdout_paths(self) -> list[Path]:

@@ -68,9 +68,7 @@ def requeue_without_stuck(ckpt: Path, env) -> None:
 def requeue_excluding(job_id: str, hosts: list[str]) -> None:
     """Requeue held, add `hosts` to the job's excluded nodes, release: the next run never lands there."""
     try:
-        fields = dict(item.split("=", 1) for item in client.run(["scontrol", "show", "job", "-o", job_id]).split()
-                      if "=" in item)
-        before = [h for h in fields.get("ExcNodeList", "(null)").split(",") if h and h != "(null)"]
+        before = client.excluded_nodes(client.run(["scontrol", "show", "job", "-o", job_id]))
         client.run(["scontrol", "requeuehold", job_id], timeout=60)
     except SubmitError as exc:
         log.warning("requeue of %s without %s: %s; trying a plain requeue", job_id, ",".join(hosts), exc)
