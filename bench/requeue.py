@@ -1,6 +1,10 @@
 """Requeue turnaround and work lost per preemption, on the real cluster (2 nodes, CPU, tiny model).
 
-Run with the test cluster up: source /tmp/hpc-sft-slurm/env.sh && .venv/bin/python bench/requeue.py [--backend trl]
+One command from a clean clone (brings the test cluster up itself): .venv/bin/python bench/requeue.py [--backend trl]
+
+The floor (instructlab-training): at each requeue decision the full state just saved is copied aside; afterwards
+bench/handwritten.sbatch resumes each copy by hand (instructlab-training's own resume), on the same 2 nodes, and
+its allocation start -> first step is what no tool can go below.
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cluster import cluster_up  # noqa: E402
 from _common import sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
+from _jobs import handwritten, pretokenize  # noqa: E402
 from _report import write_section  # noqa: E402
 
 STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
@@ -52,28 +58,51 @@ def wait_samples(ckpt: Path, target: int, timeout: float = 600) -> None:
         time.sleep(0.3)
 
 
+def copy_at_decision(log: Path, decisions_before: int, ckpt: Path, dest: Path, timeout: float = 300) -> None:
+    """Once node 0 has logged one more requeue decision (its save is complete), copy the checkpoint dir aside."""
+    deadline = time.monotonic() + timeout
+    while not (log.is_file() and events(log)[0][decisions_before:]):
+        if time.monotonic() > deadline:
+            raise SystemExit("no requeue decision logged")
+        time.sleep(0.2)
+    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("slurm", "data", "*.lock", "hpc_sft_lock*"))
+
+
+def floors(model: Path, data: Path, root: Path, copies: list[Path]) -> list[float]:
+    """Allocation start -> first step of the hand-written script resuming each copy (same 2 nodes)."""
+    data_dir = pretokenize(model, data, root / "pretokenized")
+    return [handwritten(model, data_dir, copy / "ckpt", 2).first_step for copy in copies]
+
+
 def main() -> None:
     import hpc_sft
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="instructlab-training", choices=("instructlab-training", "trl"))
     backend = parser.parse_args().backend
+    cluster_up()
     model, data = tiny_inputs()
     root = Path(tempfile.mkdtemp(prefix="hpc-sft-bench-requeue-", dir="/tmp"))
     ckpt = root / "ckpt"
+    starts_file = root / "allocation_starts"  # each run's batch script notes its start, as the floor's does
     job = hpc_sft.sft(**sft_kwargs(model, data, ckpt, backend, num_epochs=2), executor="slurm",
-                      slurm={"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main"})
-    sent, seen_before = [], []
-    for target in (300, 1300, 2000):
+                      slurm={"nodes": 2, "time": "00:30:00", "signal_lead_s": 60, "partition": "main",
+                             "setup": [f"date +%s.%N >> {starts_file}"]})
+    sent, seen_before, copies = [], [], []
+    for i, target in enumerate((300, 1300, 2000)):
         wait_samples(ckpt, target)
         seen_before.append(step_records(ckpt)[-1]["samples_seen"])
         sent.append(preempt())
+        if backend == "instructlab-training":
+            copies.append(root / f"floor-{i}")
+            copy_at_decision(job.log_paths(0)[0], i, ckpt, copies[-1] / "ckpt")
         time.sleep(3)
         while job.state not in ("RUNNING",):
             time.sleep(0.5)
     result = job.wait(timeout_s=900)
     log = job.log_paths(0)[0]
-    decisions, starts = events(log)
+    decisions, _ = events(log)
+    starts = [float(line) for line in starts_file.read_text().split()]
     records = step_records(ckpt)
     rows = []
     for i, t_sent in enumerate(sent):
@@ -88,17 +117,22 @@ def main() -> None:
     text_logs = "".join(p.read_text() for p in job.stdout_paths)
     tokenized = (f"the data was tokenized {text_logs.count('processing data into')} time(s) over all runs"
                  if backend != "trl" else "trl tokenizes inside its training processes, in every run")
-    table = "\n".join(f"| {i + 1} | {a:.1f} s | {b:.1f} s | {c:.1f} s | {a + c:.1f} s | {lost} |"
-                      for i, (a, b, c, lost) in enumerate(rows))
+    floor = floors(model, data, root, copies) if copies else [None] * len(rows)
+    table = "\n".join(f"| {i + 1} | {a:.1f} s | {b:.1f} s | {c:.1f} s | {a + c:.1f} s | {lost} | "
+                      + (f"{f:.1f} s | {c - f:+.1f} s |" if f is not None else "- | - |")
+                      for i, ((a, b, c, lost), f) in enumerate(zip(rows, floor)))
     title = "" if backend == "instructlab-training" else f", backend {backend}"
     body = (f"## Requeue turnaround and work lost (`bench/requeue.py`{title})\n\n"
             "2 nodes x 1 CPU process, tiny Llama, 2 epochs of 1200 conversations, preempted 3 times by a job in "
             "the `high` partition. signal -> saved: preemptor submitted to node 0's requeue decision (the save is "
-            "complete then). queue wait: requeue decision to the rerun's start (the test cluster's "
-            "cred_expire=5 s dominates; excluded from turnaround). restart -> first step: rerun start to its first "
-            "training step. Lost steps: optimizer steps logged before the stop that the rerun did again.\n\n"
-            "| preemption | signal -> saved | queue wait | restart -> first step | turnaround (no queue) | lost steps |\n"
-            "|---|---|---|---|---|---|\n" + table +
+            "complete then). queue wait: requeue decision to the rerun's allocation start (the test cluster's "
+            "cred_expire=5 s dominates; excluded from turnaround). restart -> first step: the rerun's allocation "
+            "start (its batch script's first line) to its first training step. Lost steps: optimizer steps logged "
+            "before the stop that the rerun did again. Floor: `bench/handwritten.sbatch` resuming a copy of the "
+            "same saved state by hand (instructlab-training's own resume, data tokenized), allocation start -> "
+            "first step; added: hpc-sft's restart -> first step minus the floor.\n\n"
+            "| preemption | signal -> saved | queue wait | restart -> first step | turnaround (no queue) | lost steps "
+            "| floor | added |\n|---|---|---|---|---|---|---|---|\n" + table +
             f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; "
             f"{tokenized}. Median turnaround "
             f"{statistics.median(a + c for a, _, c, _ in rows):.1f} s.")

@@ -46,6 +46,17 @@ def _faults() -> None:
         faults.install_launcher()
 
 
+def _mark_started() -> None:
+    """HPC_SFT_WORKER_STARTED_DIR (benchmarks): each torchrun worker notes when it started, i.e. when the
+    rendezvous let it go, as {dir}/rankR (a UNIX time)."""
+    folder = os.environ.get("HPC_SFT_WORKER_STARTED_DIR")
+    if folder and os.environ.get("RANK") is not None and os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        import time
+
+        with open(os.path.join(folder, f"rank{os.environ['RANK']}"), "w") as fh:
+            fh.write(repr(time.time()))
+
+
 def _chain() -> None:
     from hpc_sft_shim.chain import run_next_sitecustomize
 
@@ -54,6 +65,7 @@ def _chain() -> None:
 
 try:
     _shield_signals()
+    _mark_started()
 finally:
     try:
         _activate()
