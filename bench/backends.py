@@ -1,6 +1,6 @@
 """Whole-run wall time of the two backends on the same tiny job: local (1 and 2 processes) and on Slurm (2 nodes).
 
-Slurm rows need the test cluster up: slurm/cluster.sh up && source /tmp/hpc-sft-slurm/env.sh
+Slurm rows use the test cluster (brought up by the script itself).
 Run: .venv/bin/python bench/backends.py [--runs 3] [--no-slurm]
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
+from _cluster import cluster_up  # noqa: E402
 from _report import write_section  # noqa: E402
 
 BACKENDS = ("instructlab-training", "trl")
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-slurm", action="store_true")
     opts = parser.parse_args()
+    if not opts.no_slurm:
+        cluster_up()
     places = ["local-1", "local-2"] + ([] if opts.no_slurm else ["slurm"])
     model, data = tiny_inputs()
     root = Path(tempfile.mkdtemp(prefix="hpc-sft-bench-backends-", dir="/tmp"))

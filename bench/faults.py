@@ -2,7 +2,7 @@
 the fault to detection and to training again, and the work redone; then save time and disk per full state with
 and without retention (local, 2 processes).
 
-Run with the test cluster up: source /tmp/hpc-sft-slurm/env.sh && .venv/bin/python bench/faults.py
+One command from a clean clone (brings the test cluster up itself): .venv/bin/python bench/faults.py
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
+from _cluster import cluster_up  # noqa: E402
 from _report import write_section  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -110,6 +111,7 @@ def disk_case(model: Path, data: Path, root: Path) -> str:
 
 
 def main() -> None:
+    cluster_up()
     model, data = tiny_inputs()
     root = Path(tempfile.mkdtemp(prefix="hpc-sft-bench-faults-", dir="/tmp"))
     rows = [hang_case(model, data, root), node_loss_case(model, data, root)]

@@ -1,6 +1,6 @@
 """Allocation start -> first training step with hpc-sft on the real cluster, vs a bare run_training.
 
-Run with the test cluster up: source /tmp/hpc-sft-slurm/env.sh && .venv/bin/python bench/startup.py
+One command from a clean clone (brings the test cluster up itself): .venv/bin/python bench/startup.py
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import job_start, sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
+from _cluster import cluster_up  # noqa: E402
 from _report import write_section  # noqa: E402
 
 
@@ -44,6 +45,7 @@ def slurm_run(model: Path, data: Path, ckpt: Path, data_dir: Path) -> float:
 
 
 def main() -> None:
+    cluster_up()
     model, data = tiny_inputs()
     root = Path(tempfile.mkdtemp(prefix="hpc-sft-bench-startup-", dir="/tmp"))
     results: dict[str, list[float]] = {}

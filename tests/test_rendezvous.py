@@ -1,7 +1,8 @@
 """The pure Slurm core: node lists expand like `scontrol show hostnames`, rendezvous derives from SLURM_*."""
 import pytest
 
-from hpc_sft.executors.slurm.env import PORT_BASE, PORT_SPAN, SlurmEnv, rendezvous, rendezvous_port
+from hpc_sft.executors.slurm.env import (PORT_BASE, PORT_SPAN, SlurmEnv, outer_job_vars, rendezvous, rendezvous_port,
+                                         without_outer_job)
 from hpc_sft.executors.slurm.nodelist import expand_nodelist
 
 
@@ -81,3 +82,12 @@ def test_cpu_threads_follow_the_allocation(monkeypatch, cpus, nproc, omp, device
     slurm = SlurmEnv.from_environ(env(**({"SLURM_CPUS_ON_NODE": cpus} if cpus else {})))
     launch = cpu_threads(Launch(nproc_per_node=nproc, device=device), slurm)
     assert dict(launch.env).get("OMP_NUM_THREADS") == threads
+
+
+def test_an_outer_jobs_slurm_variables_are_hidden_while_submitting_then_restored():
+    env = {"SLURM_CONF": "/etc/slurm/slurm.conf", "SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "2",
+           "SLURMD_NODENAME": "n1", "SBATCH_ACCOUNT": "proj", "PATH": "/bin"}
+    assert outer_job_vars(env) == ["SLURMD_NODENAME", "SLURM_CPUS_PER_TASK", "SLURM_JOB_ID"]
+    with without_outer_job(env):
+        assert env == {"SLURM_CONF": "/etc/slurm/slurm.conf", "SBATCH_ACCOUNT": "proj", "PATH": "/bin"}
+    assert env["SLURM_CPUS_PER_TASK"] == "2" and len(env) == 6

@@ -78,12 +78,26 @@ def test_two_nodes_train_as_one_world(slurm_cluster, tiny_model, tiny_data, tmp_
     assert_loads_as_trained(result.checkpoint_path, newest_full_state(tmp_path / "ckpt"), tiny_model)
 
 
-def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, tiny_data, tmp_path, shared_data):
+# What a shell inside `salloc -N1 --mem-per-cpu=100` (or a batch script) has set. sbatch passes what the new job
+# does not set itself into it: there SLURM_MEM_PER_CPU next to the job's own SLURM_MEM_PER_NODE (slurm.mem) makes
+# srun stop with "SLURM_MEM_PER_CPU, SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are mutually exclusive"
+OUTER_JOB = {"SLURM_JOB_ID": "424242", "SLURM_JOBID": "424242", "SLURM_CPUS_PER_TASK": "2",
+             "SLURM_MEM_PER_CPU": "100", "SLURM_NTASKS": "1", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+             "SLURM_JOB_NODELIST": "outer[1-9]", "SLURMD_NODENAME": "outer1"}
+
+
+def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, tiny_data, tmp_path, shared_data,
+                                                   monkeypatch):
     config = build_config(*split_values(
         {**tiny_sft_kwargs(tiny_model, tiny_data, tmp_path / "ckpt", data_output_dir=str(shared_data)),
          "executor": "slurm", "slurm": {"nodes": 4}}))
     prepare_data(config, InstructLabTrainingSFTBackend(), 0)  # the cache exists (built here if run alone)
-    job = submit(tiny_model, tiny_data, tmp_path / "ckpt", 4, shared_data)
+    for key, value in OUTER_JOB.items():  # submitted from inside another job
+        monkeypatch.setenv(key, value)
+    job = submit(tiny_model, tiny_data, tmp_path / "ckpt", 4, shared_data, {"mem": "500M"})
+    assert {k: os.environ.get(k) for k in OUTER_JOB} == OUTER_JOB  # the submitter's own environment is back
+    for key in OUTER_JOB:
+        monkeypatch.delenv(key)
     result = job.wait(timeout_s=600)
     assert result.samples_seen == 256
     seen = node_plans(job)

@@ -10,6 +10,7 @@ from typing import Mapping, Optional
 from ...config.slurm_options import time_to_minutes
 from ...errors import ConfigError, SubmitError, with_fix
 from .client import fields, run
+from .env import without_outer_job
 
 
 def parse_partitions(text: str) -> dict[str, dict[str, str]]:
@@ -145,7 +146,9 @@ def test_only(script: str, additional: Mapping[str, object]) -> None:
 
 def _test_only(script: str) -> Optional[str]:
     try:
-        proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60)
+        with without_outer_job():
+            proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True,
+                                  timeout=60)
     except subprocess.TimeoutExpired:
         raise SubmitError("sbatch --test-only did not answer in 60s; nothing was queued",
                           "check that slurmctld is up (scontrol ping)") from None

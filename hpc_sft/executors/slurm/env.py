@@ -1,14 +1,34 @@
 """SlurmEnv: what a task inside an allocation knows (read from SLURM_*), and the rendezvous derived from it."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, MutableMapping, Optional
 
 from ...errors import ConfigError
 from .nodelist import expand_nodelist
 
 PORT_BASE, PORT_SPAN = 20000, 12000  # below Linux's ephemeral range (32768+)
+KEPT_VARS = frozenset({"SLURM_CONF"})  # which cluster to talk to: the submitter's choice, not an outer job's
+
+
+def outer_job_vars(env: Mapping[str, str]) -> list[str]:
+    """The SLURM_* / SLURMD_* variables an enclosing job or step set (all but SLURM_CONF). Pure."""
+    return sorted(k for k in env if k.startswith(("SLURM_", "SLURMD_")) and k not in KEPT_VARS)
+
+
+@contextlib.contextmanager
+def without_outer_job(env: Optional[MutableMapping[str, str]] = None) -> Iterator[None]:
+    """While submitting from inside a job (salloc, a batch script, a notebook on a compute node): hide that job's
+    SLURM_* variables, which sbatch would otherwise pass into the new job (srun there honours e.g. an outer
+    SLURM_CPUS_PER_TASK or SLURM_MEM_PER_CPU); they come back afterwards."""
+    env = os.environ if env is None else env
+    saved = {key: env.pop(key) for key in outer_job_vars(env)}
+    try:
+        yield
+    finally:
+        env.update(saved)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ...rundir import lock as ckpt_lock
 from .. import Checks, JobState
 from . import check as slurm_check
 from . import client
-from .env import PORT_BASE, PORT_SPAN
+from .env import PORT_BASE, PORT_SPAN, without_outer_job
 from .job import SlurmJob, node_log_name
 from .node_task import NodeTask
 
@@ -131,7 +131,7 @@ class SlurmExecutor:
                               ckpt_lock.IN_USE_FIX)
         if backend is not None:
             backend.check_values(plan.config)
-        with removed_on_failure(plan.folder):
+        with removed_on_failure(plan.folder), without_outer_job():
             executor = submitit.SlurmExecutor(folder=plan.folder / "%j",
                                               max_num_timeout=plan.config.slurm.max_requeues)
             executor.update_parameters(**plan.parameters)
