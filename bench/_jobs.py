@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +30,26 @@ class Timing:
     first_step: float
     final_checkpoint: float
     samples: int
+    parts: tuple = ()  # hpc-sft: (name, seconds from the allocation's start) of node 0's milestones
+
+
+# node 0's milestones in an hpc-sft job's log: (name, the line's marker)
+MILESTONES = (("submitit started the node task", "- Starting with JobEnvironment"),
+              ("data ready (cache hit)", "hpc_sft.data INFO: data cache"),
+              ("run_training launched torchrun", "Running training command as subprocess"))
+STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+def milestones(log: Path, start: float) -> tuple:
+    """Seconds from `start` to the first line of each milestone in node 0's log."""
+    found = []
+    lines = log.read_text(errors="replace").splitlines()
+    for name, marker in MILESTONES:
+        line = next((text for text in lines if marker in text and STAMP.search(text)), None)
+        if line is not None:
+            when = datetime.strptime(STAMP.search(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            found.append((name, when - start))
+    return tuple(found)
 
 
 def main_ds() -> str:
@@ -117,7 +139,9 @@ def hpc_sft(model: Path, data: Path, ckpt: Path, data_dir: Path, nodes: int) -> 
     state = wait_job(job_id)
     if state != "COMPLETED":
         raise SystemExit(f"hpc-sft job {job_id} ended {state}; see {ckpt}/slurm")
-    return timing(ckpt, started)
+    found = timing(ckpt, started)
+    log = ckpt / "slurm" / job_id / f"{job_id}_0_log.out"
+    return replace(found, parts=milestones(log, float((ckpt / "allocation_started").read_text())))
 
 
 def run(kind: str, root: Path, name: str, model: Path, data: Path, data_dirs: dict, nodes: int) -> Optional[Timing]:

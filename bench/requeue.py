@@ -65,7 +65,7 @@ def copy_at_decision(log: Path, decisions_before: int, ckpt: Path, dest: Path, t
         if time.monotonic() > deadline:
             raise SystemExit("no requeue decision logged")
         time.sleep(0.2)
-    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("slurm", "data", "*.lock", "hpc_sft_lock*"))
+    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("slurm", "data", ".hpc_sft.lock", "full_logs_global*"))
 
 
 def floors(model: Path, data: Path, root: Path, copies: list[Path]) -> list[float]:
@@ -135,7 +135,10 @@ def main() -> None:
             "| floor | added |\n|---|---|---|---|---|---|---|---|\n" + table +
             f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; "
             f"{tokenized}. Median turnaround "
-            f"{statistics.median(a + c for a, _, c, _ in rows):.1f} s.")
+            f"{statistics.median(a + c for a, _, c, _ in rows):.1f} s."
+            + (" What hpc-sft adds over the floor is, as at a first start, mostly its node task importing "
+               "instructlab-training's main_ds (~5 s of CPU) before it launches torchrun (overhead section)."
+               if copies else ""))
     write_section("requeue" if backend == "instructlab-training" else f"requeue-{backend}", body)
     shutil.rmtree(root, ignore_errors=True)
 

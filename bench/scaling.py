@@ -21,7 +21,13 @@ from _report import write_section  # noqa: E402
 KINDS = ("handwritten", "hpc-sft")
 NODES = (1, 2, 4)
 
-WHY = """What grows, and what would at 64 or 512 nodes:
+WHY = """On the test cluster all nodes share this machine's 2 cores, so per-node CPU work is serialised once there
+are more nodes than cores: hpc-sft's node task imports instructlab-training's `main_ds` (~5 s of CPU, see the
+overhead section) on every node before torchrun starts, so at 4 nodes its rendezvous waits for four such imports
+on two cores. On a real cluster each node has its own cores and this cost stays flat (it is the overhead
+section's gap, not a per-node one).
+
+What grows, and what would at 64 or 512 nodes:
 - **Rendezvous.** torchrun's c10d store lives on node 0; every agent connects to it and the round closes when
   all have joined, so it grows with the slowest node's start (Python + torch import on a shared filesystem is the
   usual straggler), not with a per-node cost on node 0 at these sizes; thousands of ranks put load on that one
@@ -29,7 +35,7 @@ WHY = """What grows, and what would at 64 or 512 nodes:
   others.
 - **Data.** Only node 0 tokenizes; every other node waits for the published cache and reads it (a rename makes
   it appear whole), so data work does not grow with nodes; on requeue every node reads the cache. The wait is a
-  poll of one file per node every 0.5 s, which a parallel filesystem serves from its metadata cache.
+  poll of one file per node every second, which a parallel filesystem serves from its metadata cache.
 - **Per-node start-up** (srun's step launch, submitit unpickling the task, importing hpc-sft, the backend's own
   imports) runs on all nodes at once; its cost is the slowest node's, flat in the count.
 - **Slurm itself**: one job step over all nodes (no per-node sbatch), so launch is one RPC fan-out by slurmstepd."""
