@@ -57,6 +57,11 @@ def update(rec: dict, **changes) -> dict:
     return rec
 
 
+def executor_of(rec: dict) -> str:
+    """Which executor wrote a record (records older than the 'executor' field are Slurm jobs)."""
+    return rec.get("executor", "slurm")
+
+
 def all_records() -> list[dict]:
     """Every readable record, oldest first (by file time)."""
     folder = home() / "jobs"

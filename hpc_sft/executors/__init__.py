@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..jobs import executor_of
 from ..registry import EXECUTORS, load
 
 
@@ -13,9 +14,9 @@ def get(name: str):
 
 
 def for_record(rec: dict):
-    """The executor that wrote a job record (records older than the 'executor' field are Slurm jobs): it answers
-    state, cancel and log questions about that job, so no caller asks which executor it was."""
-    return get(rec.get("executor", "slurm"))
+    """The executor that wrote a job record: it answers state, cancel and log questions about that job, so no
+    caller asks which executor it was."""
+    return get(executor_of(rec))
 
 
 @dataclass(frozen=True)

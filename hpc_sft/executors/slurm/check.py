@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from typing import Mapping, Optional
 
 from ...config.slurm_options import time_to_minutes
@@ -49,7 +50,7 @@ def idle_warning(states: dict[str, str], partition: str, nodes: int) -> list[str
     usable = [n for n, state in states.items() if state in USABLE_STATES]
     if not states or len(usable) >= nodes:
         return []
-    counts = ", ".join(f"{sorted(states.values()).count(s)} {s}" for s in sorted(set(states.values())))
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(Counter(states.values()).items()))
     return [with_fix(f"partition {partition or '(default)'} has {len(usable)} node(s) that can run jobs now "
                      f"({counts}) but the job asks for {nodes}: it will wait in the queue until enough come back",
                      "ask your admin about the nodes (`sinfo -R` says why), or pick another partition")]

@@ -1,7 +1,6 @@
 """The Slurm CLI client: squeue, scontrol, sacct, scancel with one timeout and error handling (SubmitError)."""
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from .nodelist import expand_nodelist
 
 def queued_for(ckpt_output_dir: str) -> list[str]:
     """Ids of recorded jobs that write ckpt_output_dir and are still queued or running."""
-    folder, target = jobs.home() / "jobs", str(Path(ckpt_output_dir).resolve())
-    records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
-    ids = [r["job_id"] for r in records if r.get("ckpt_output_dir") == target and r.get("executor", "slurm") == "slurm"]
+    target = str(Path(ckpt_output_dir).resolve())
+    ids = [r["job_id"] for r in jobs.all_records()
+           if r.get("ckpt_output_dir") == target and jobs.executor_of(r) == "slurm"]
     if not ids:
         return []
     alive = set(run(["squeue", "-h", "-o", "%i"]).split())
