@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,14 @@ def step_records(ckpt: Path) -> list[dict]:
 
 def ts(record: dict) -> float:
     return datetime.fromisoformat(record["timestamp"]).timestamp()
+
+
+STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")  # the node task's and submitit's log time stamps
+
+
+def stamp(line: str) -> float:
+    """The UNIX time of a log line that carries a STAMP."""
+    return datetime.strptime(STAMP.search(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def job_start(job_id: str) -> float:

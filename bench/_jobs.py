@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, sft_kwargs, step_records, ts  # noqa: E402
+from _common import REPO, STAMP, sft_kwargs, stamp, step_records, ts  # noqa: E402
+
+from hpc_sft import executors, jobs  # noqa: E402
+from hpc_sft.rundir.layout import hf_checkpoints  # noqa: E402
 
 HANDWRITTEN = REPO / "bench" / "handwritten.sbatch"
 VENV = Path(sys.executable).parent.parent
 EPOCHS = 2
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+KINDS = ("handwritten", "hpc-sft")
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,6 @@ class Timing:
 MILESTONES = (("submitit started the node task", "- Starting with JobEnvironment"),
               ("data ready (cache hit)", "hpc_sft.data INFO: data cache"),
               ("run_training launched torchrun", "Running training command as subprocess"))
-STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
-
-
 def milestones(log: Path, start: float) -> tuple:
     """Seconds from `start` to the first line of each milestone in node 0's log."""
     found = []
@@ -47,8 +45,7 @@ def milestones(log: Path, start: float) -> tuple:
     for name, marker in MILESTONES:
         line = next((text for text in lines if marker in text and STAMP.search(text)), None)
         if line is not None:
-            when = datetime.strptime(STAMP.search(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            found.append((name, when - start))
+            found.append((name, stamp(line) - start))
     return tuple(found)
 
 
@@ -70,13 +67,13 @@ def pretokenize(model: Path, data: Path, out: Path) -> Path:
 
 
 def wait_job(job_id: str, timeout: float = 900) -> str:
-    from hpc_sft.executors.slurm.client import slurm_state
+    """Slurm's final state of the job (the handle's own notion of ended)."""
+    from hpc_sft.executors.slurm.job import SlurmJob
 
-    deadline = time.monotonic() + timeout
+    job, deadline = SlurmJob(job_id, Path("."), 1), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = slurm_state(job_id)["state"]
-        if state in ENDED:
-            return state
+        if job.done():
+            return job.state
         time.sleep(0.5)
     raise SystemExit(f"job {job_id} did not end in {timeout:.0f}s")
 
@@ -85,7 +82,7 @@ def timing(ckpt: Path, started_dir: Path) -> Timing:
     start = float((ckpt / "allocation_started").read_text())
     ranks = [float(p.read_text()) for p in started_dir.glob("rank*")]
     records = [r for r in step_records(ckpt) if ts(r) > start]  # a resumed run's copy holds earlier steps too
-    final = max((ckpt / "hf_format").glob("samples_*"), key=lambda p: int(p.name.split("_")[1]))
+    final = hf_checkpoints(ckpt)[-1][1]
     written = max(p.stat().st_mtime for p in final.iterdir())
     return Timing(max(ranks) - start, ts(records[0]) - start, written - start, records[-1]["samples_seen"])
 
@@ -140,7 +137,7 @@ def hpc_sft(model: Path, data: Path, ckpt: Path, data_dir: Path, nodes: int) -> 
     if state != "COMPLETED":
         raise SystemExit(f"hpc-sft job {job_id} ended {state}; see {ckpt}/slurm")
     found = timing(ckpt, started)
-    log = ckpt / "slurm" / job_id / f"{job_id}_0_log.out"
+    log = executors.get("slurm").log_path(jobs.lookup(job_id), 0, stderr=False)
     return replace(found, parts=milestones(log, float((ckpt / "allocation_started").read_text())))
 
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import tiny_inputs  # noqa: E402
-from _jobs import EPOCHS, pretokenize, run  # noqa: E402
+from _jobs import EPOCHS, KINDS, pretokenize, run  # noqa: E402
 from _report import write_section  # noqa: E402
 from _cluster import cluster_up  # noqa: E402
 
-KINDS = ("handwritten", "hpc-sft")
 
 
 def measure(runs: int, nodes: int, root: Path) -> dict[str, list]:

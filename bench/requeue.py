@@ -9,28 +9,21 @@ its allocation start -> first step is what no tool can go below.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cluster import cluster_up  # noqa: E402
-from _common import sft_kwargs, step_records, tiny_inputs, ts  # noqa: E402
+from _common import STAMP, sft_kwargs, stamp, step_records, tiny_inputs, ts  # noqa: E402
 from _jobs import handwritten, pretokenize  # noqa: E402
 from _report import write_section  # noqa: E402
 
-STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
-
-
-def stamp(line: str) -> float:
-    return datetime.strptime(STAMP.search(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
+from hpc_sft.rundir.layout import LOCK_FILE  # noqa: E402
 
 def events(log: Path) -> tuple[list[float], list[float]]:
     """(times of 'decision: requeue', times of submitit 'Starting with') in node 0's log."""
@@ -65,7 +58,7 @@ def copy_at_decision(log: Path, decisions_before: int, ckpt: Path, dest: Path, t
         if time.monotonic() > deadline:
             raise SystemExit("no requeue decision logged")
         time.sleep(0.2)
-    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("slurm", "data", ".hpc_sft.lock", "full_logs_global*"))
+    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("slurm", "data", LOCK_FILE, "full_logs_global*"))
 
 
 def floors(model: Path, data: Path, root: Path, copies: list[Path]) -> list[float]:

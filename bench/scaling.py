@@ -15,10 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cluster import cluster_up  # noqa: E402
 from _common import tiny_inputs  # noqa: E402
-from _jobs import pretokenize, run  # noqa: E402
+from _jobs import KINDS, pretokenize, run  # noqa: E402
 from _report import write_section  # noqa: E402
 
-KINDS = ("handwritten", "hpc-sft")
 NODES = (1, 2, 4)
 
 WHY = """On the test cluster all nodes share this machine's 2 cores, so per-node CPU work is serialised once there

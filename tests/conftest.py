@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CACHE, REPO, write_jsonl
+from tests.slurm_helpers import slurm_env_file
 
 
 @pytest.fixture
@@ -114,15 +115,3 @@ def slurm_cluster(tmp_path_factory):
     mp.undo()
     if not os.environ.get("HPC_SFT_KEEP_CLUSTER"):
         subprocess.run([str(script), "down"], capture_output=True, timeout=120)
-
-
-def slurm_env_file(path: Path) -> dict:
-    """`export K=V` lines of the cluster's env.sh."""
-    import shlex
-
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env

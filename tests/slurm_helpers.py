@@ -76,3 +76,15 @@ def worker_pid(ckpt, node_rank: int):
                 and f"GROUP_RANK={node_rank}".encode() in environ):
             return int(entry.name)
     return None
+
+
+def slurm_env_file(path: Path) -> dict:
+    """`export K=V` lines of the cluster's env.sh."""
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
