@@ -37,7 +37,7 @@ class Timing:
 # node 0's milestones in an hpc-sft job's log: (name, the line's marker)
 MILESTONES = (("submitit started the node task", "- Starting with JobEnvironment"),
               ("data ready (cache hit)", "hpc_sft.data INFO: data cache"),
-              ("run_training launched torchrun", "Running training command as subprocess"))
+              ("torchrun launched", "Running training command as subprocess"))
 def milestones(log: Path, start: float) -> tuple:
     """Seconds from `start` to the first line of each milestone in node 0's log."""
     found = []

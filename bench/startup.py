@@ -29,8 +29,8 @@ def bare_run(model: Path, data: Path, ckpt: Path, data_dir: Path, process_data: 
     launch = Launch(nproc_per_node=1, device="cpu", process_data=process_data)
     torch_kw, train_kw = ilt.map_args(config, launch)
     start = time.time()
-    with ilt.environment(ilt.training_env(launch)):
-        run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
+    os.environ.update(ilt.training_env(launch))  # this process does nothing else
+    run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
     return ts(step_records(ckpt)[0]) - start
 
 

@@ -1,12 +1,10 @@
 """instructlab-training adapter: a pure mapping of our config to its arguments, and a thin run()."""
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-from ... import signals
 from ..._worker.hpc_sft_shim.gate import OVERRIDE_ENV, untested
 from ..._worker.hpc_sft_shim.gate import TESTED_ILT_VERSIONS as TESTED_VERSIONS  # one list: parent and workers
 from ..._worker.hpc_sft_shim import saves
@@ -77,35 +75,43 @@ class InstructLabTrainingSFTBackend(Backend):
             raise ConfigError("validation_split", "needs CUDA in instructlab-training 0.16.2 (its validation loss "
                               "runs on cuda)", "drop validation_split on CPU")
         import pydantic
-        from instructlab.training import TrainingArgs
+
+        from .command import check_args, config_module
 
         try:
-            TrainingArgs(**map_args(config, Launch(nproc_per_node=1, device=config.device or "cuda"))[1])
+            args = config_module().TrainingArgs(**map_args(config, Launch(nproc_per_node=1,
+                                                                          device=config.device or "cuda"))[1])
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(part) for part in err["loc"]) or "backend_kwargs"
             raise ConfigError(key, f"rejected by instructlab-training: {err['msg']}",
                               "see the TrainingArgs reference in docs/backends.md") from None
+        check_args(args)
 
     def execute_training(self, config, launch) -> None:
+        """Tokenize if asked, then start torchrun with instructlab-training's own command line and stay its
+        parent (launcher.py) without importing its training module. Sets stop_signal when a signal asked
+        the workers for a save."""
         check_version()
-        from instructlab.training import TorchrunArgs, TrainingArgs, run_training
+        from . import command, launcher
 
-        torch_kw, train_kw = map_args(config, launch)
-        log = Path(config.ckpt_output_dir) / node_log(launch.node_rank)
-        armed: list = []
-        self.stop_signal = None  # set when instructlab-training's own handler caught a signal
-        env = {**training_env(launch), **saves.env_for(config.full_state_every_min, config.keep_full_states)}
-        with environment(env), replay_early_signal(), remember_handlers(armed):
-            try:
-                run_training(TorchrunArgs(**torch_kw), TrainingArgs(**train_kw))
-            except RuntimeError as exc:
-                raise TrainingError(f"instructlab-training failed on node {launch.node_rank}: {exc} "
-                                    f"Read the log: {log}") from exc
-            finally:
-                caught = [h.signal_received for h in armed if h.signal_received is not None]
-                self.stop_signal = caught[0].name if caught else None
-
+        torch_args, args = command.build_args(*map_args(config, launch))
+        command.check_args(args)
+        command.check_packages(args)
+        if args.process_data:
+            self.process_data(config, args.data_output_dir)
+        ckpt = Path(config.ckpt_output_dir)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        argv = command.torchrun_command(torch_args, args)
+        launcher.say(f"{command.LOGGED_AS} {command.redacted(argv)}")
+        env = {**os.environ, **training_env(launch), **saves.env_for(config.full_state_every_min,
+                                                                      config.keep_full_states)}
+        log = ckpt / node_log(launch.node_rank)
+        code, self.stop_signal = launcher.run(argv, env, log, args.on_demand_checkpointing)
+        launcher.say(exit_words(code, None))
+        if code != 0:
+            raise TrainingError(f"instructlab-training failed on node {launch.node_rank}: "
+                                f"{exit_words(code, self.stop_signal)}. Read the log: {log}")
 
     def process_data(self, config, output_dir: str) -> None:
         """Tokenize config.data_path into output_dir/data.jsonl, as run_training would."""
@@ -179,7 +185,7 @@ def map_args(config, launch) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def training_env(launch) -> dict[str, str]:
-    """Environment for run_training and the torchrun workers it spawns."""
+    """Environment changes for torchrun and its workers."""
     env = worker_env(launch)
     env["HPC_SFT_EXACT_RESUME"] = "1"  # worker shim: exact mid-epoch resume, atomic full-state saves
     env.setdefault("CHECKPOINT_TRIGGER_FILENAME", f"hpc-sft-ckpt-{os.getpid()}")  # never the shared default
@@ -194,58 +200,12 @@ def training_env(launch) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def environment(changes: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-@contextlib.contextmanager
-def remember_handlers(armed: list) -> Iterator[None]:
-    """Collect the ParentSignalHandler run_training installs, so the caller can ask which signal it got."""
-    from instructlab.training import on_demand_checkpoint as odc
-
-    original = odc.ParentSignalHandler.install
-
-    def install(handler) -> None:
-        armed.append(handler)
-        original(handler)
-
-    odc.ParentSignalHandler.install = install
-    try:
-        yield
-    finally:
-        odc.ParentSignalHandler.install = original
-
-
-@contextlib.contextmanager
-def replay_early_signal() -> Iterator[None]:
-    """A warning signal hpc-sft caught before run_training armed its own handlers becomes a checkpoint
-    request as soon as they are armed (otherwise it would be lost in that window)."""
-    from instructlab.training import on_demand_checkpoint as odc
-
-    original = odc.ParentSignalHandler.install
-
-    def install(handler) -> None:
-        original(handler)
-        early = signals.received()
-        if early is not None:
-            handler._handle(early, None)
-
-    odc.ParentSignalHandler.install = install
-    try:
-        yield
-    finally:
-        odc.ParentSignalHandler.install = original
+def exit_words(code: Optional[int], stop_signal: Optional[str]) -> str:
+    said = "torchrun did not exit" if code is None else f"torchrun exited with {code}"
+    if stop_signal:
+        said += (f" after {stop_signal} asked for a full-state save (killed before the save finished? Slurm's "
+                 "warning lead, --signal=...@SECONDS, must exceed the save time)")
+    return said
 
 
 def installed_version() -> str:
