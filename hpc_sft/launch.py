@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +47,24 @@ def worker_env(launch: Launch, *pythonpath: str) -> dict[str, str]:
     if launch.device == "cpu":
         env["ACCELERATE_USE_CPU"] = "1"  # without it, >1 process on CPU does not synchronise gradients
     return env
+
+
+def shielded_signals(env: dict[str, str]) -> set[signal.Signals]:
+    """The signals HPC_SFT_SHIELD_SIGNALS in `env` makes the shimmed processes ignore."""
+    names = (part.strip().upper() for part in env.get("HPC_SFT_SHIELD_SIGNALS", "").split(","))
+    found = (getattr(signal, n if n.startswith("SIG") else f"SIG{n}", None) for n in names if n)
+    return {sig for sig in found if isinstance(sig, signal.Signals)}
+
+
+def spawn_shielded(command: list[str], env: dict[str, str], **popen_kw) -> subprocess.Popen:
+    """Popen with the shielded signals blocked from fork until the child's shim ignores (then unblocks) them:
+    a warning sent to the whole step just after the fork would otherwise kill torchrun before its Python
+    started (default action of USR1/USR2). Here they wait, pending, for this process's own handler."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, shielded_signals(env))
+    try:
+        return subprocess.Popen(command, env=env, **popen_kw)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def resolve_device(device: Optional[str]) -> str:

@@ -54,3 +54,24 @@ def test_parent_keeps_its_handlers_after_a_fork(tmp_path):
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["0", "SIGUSR2"], out.stdout + out.stderr
+
+
+SHIMMED_CHILD = "import signal, time; time.sleep(0.5); print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))"
+
+
+def test_a_warning_right_after_torchrun_is_forked_cannot_kill_it():
+    """Slurm's USR2 goes to every process of the step: one that lands before the child's Python has run the
+    shim (which ignores it) killed torchrun (exit -12; seen on the cluster 25 ms after the fork)."""
+    import os
+    import signal
+
+    from hpc_sft.launch import Launch, spawn_shielded, worker_env
+
+    env = {**os.environ, **worker_env(Launch(nproc_per_node=1))}
+    plain = subprocess.Popen([sys.executable, "-c", SHIMMED_CHILD], env=env, stdout=subprocess.PIPE, text=True)
+    plain.send_signal(signal.SIGUSR2)
+    assert plain.wait(timeout=60) == -signal.SIGUSR2  # the race the fix closes: a plain fork dies of it
+    child = spawn_shielded([sys.executable, "-c", SHIMMED_CHILD], env, stdout=subprocess.PIPE, text=True)
+    child.send_signal(signal.SIGUSR2)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and out.strip() == "[]", out  # survived, and nothing stays blocked after the shim

@@ -16,19 +16,23 @@ def _is_ilt_worker() -> bool:
 def _shield_signals() -> None:
     """HPC_SFT_SHIELD_SIGNALS=USR1,USR2: every process started with the shim (torchrun too) ignores them.
 
-    A signal sent to a whole Slurm step then reaches only the process that called run_training.
+    A signal sent to a whole Slurm step then reaches only the training parent. The parent starts torchrun
+    with them blocked (so that one arriving before this runs cannot kill it); once ignored they are unblocked.
     """
     spec = os.environ.get("HPC_SFT_SHIELD_SIGNALS", "")
     if not spec.strip():
         return
     import signal
 
+    ignored = []
     for name in filter(None, (part.strip().upper() for part in spec.split(","))):
         sig = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
         if isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(sig, signal.SIG_IGN)
+            ignored.append(sig)
         else:
             sys.stderr.write(f"hpc-sft shim: HPC_SFT_SHIELD_SIGNALS: cannot ignore {name!r}\n")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, ignored)
 
 
 def _activate() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, Optional
 
 from ... import signals
+from ...launch import spawn_shielded
 
 # What run_training's ParentSignalHandler catches; each asks the workers for a full-state save
 CATCHABLE = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGXCPU, signal.SIGHUP)
@@ -112,7 +113,7 @@ def run(command: list[str], env: dict[str, str], log_file: Path, on_demand: bool
     """Run torchrun to its end: (exit code, None when it never exited; the signal that asked for a save)."""
     shield = SaveOnSignal(trigger_path(env)) if on_demand else None
     with shield or contextlib.nullcontext():
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = spawn_shielded(command, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             tee(proc.stdout, log_file)
         finally:

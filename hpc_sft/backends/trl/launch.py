@@ -13,7 +13,7 @@ from typing import Any
 
 from ... import signals
 from ...errors import TrainingError
-from ...launch import Launch, worker_env
+from ...launch import Launch, spawn_shielded, worker_env
 from ...rundir.layout import node_log, trl_launch_file, trl_stop_file
 from .train import STOP_FILE_ENV
 
@@ -89,8 +89,8 @@ def run_torchrun(config, launch) -> None:
     stop.unlink(missing_ok=True)  # a requeued job keeps its id: never inherit the last run's request
     with open(logfile, "a") as out:
         try:
-            proc = subprocess.Popen(torchrun_command(launch, args_file), env=trl_worker_env(launch, stop),
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = spawn_shielded(torchrun_command(launch, args_file), trl_worker_env(launch, stop),
+                                  stdout=out, stderr=subprocess.STDOUT)
         except FileNotFoundError as exc:
             raise TrainingError(f"trl backend: torchrun not found ({exc}); install torch in this "
                                 "environment") from exc
