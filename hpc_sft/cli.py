@@ -159,6 +159,20 @@ def _write_or_echo(text: str, path: str | None, overwrite: bool = True) -> None:
 
 
 @main.command()
+@click.argument("model_id")
+@click.option("--revision", default=None, help="Branch, tag or commit (default: main).")
+def fetch(model_id: str, revision: str | None) -> None:
+    """Download MODEL_ID into the Hugging Face cache (HF_HOME), on a machine with network, so that jobs whose
+    compute nodes are offline can use it as model_path."""
+    from .config import hub
+
+    click.echo(f"fetching {model_id} into {hub.cache_dir()} ...", err=True)
+    path = hub.fetch(model_id, revision)
+    click.echo(path)
+    click.echo(f"cached; use model_path = \"{model_id}\" (resolved to the snapshot above when you submit)", err=True)
+
+
+@main.command()
 @click.option("--dir", "folder", default="runs/demo", show_default=True, type=click.Path(),
               help="Where the tiny model, data, recipe and checkpoints go.")
 @click.option("--epochs", default=2, show_default=True)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from . import executors, registry
+from .config import hub
 from .config.validate import build_config, check_tokenizer, split_values
 from .errors import ConfigError
 from .executors import Checks
@@ -13,6 +14,7 @@ from .rundir import settings as run_settings
 
 log = logging.getLogger("hpc_sft")
 MODEL_FILES = "model_path files (config.json, tokenizer)"
+MODEL_ID = "model_path hub id resolved in the local Hugging Face cache"
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,11 @@ def validate(values: Mapping[str, Any]):
 
 def prepare(config, backend=None, dry_run: bool = False) -> Prepared:
     """Plan and check a validated config; raises what would fail before anything is queued or started."""
+    config, found = resolve_model_id(config, dry_run)
     plan = executors.get(config.executor).plan(config)
     backend = backend or registry.backend_class(config.backend)()
     run_settings.check(config, backend.free_kwargs)
-    checks = model_checks(config, dry_run) + executors.checks_for(config.executor)(plan, dry_run)
+    checks = found + model_checks(config, dry_run) + executors.checks_for(config.executor)(plan, dry_run)
     return Prepared(plan, backend, checks)
 
 
@@ -53,6 +56,23 @@ def run(config, backend=None, warn: Callable[[str], None] = log.warning) -> Any:
     for text in prepared.checks.warnings:
         warn(text)
     return submit(prepared)
+
+
+def resolve_model_id(config, dry_run: bool):
+    """A hub id as model_path -> its cached snapshot directory (config, what was found). Executors whose nodes
+    may be offline refuse an id that is not cached; a local run leaves it to the backend to download."""
+    if not hub.is_model_id(config.model_path):
+        return config, Checks()
+    try:
+        snapshot = hub.cached_snapshot(config.model_path)
+    except ConfigError as exc:
+        if not registry.EXECUTORS[config.executor].offline_nodes:
+            return config, Checks(ran=(f"model_path {config.model_path}: not cached; the backend downloads it",))
+        if not dry_run:
+            raise
+        return config, Checks(ran=(MODEL_ID,), warnings=(f"{exc} (submit refuses this)",))
+    found = Checks(ran=(f"{MODEL_ID}: {config.model_path} -> {snapshot}",))
+    return replace(config, model_path=snapshot), found
 
 
 def model_checks(config, dry_run: bool) -> Checks:

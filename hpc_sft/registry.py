@@ -17,17 +17,20 @@ ALGORITHMS: dict[str, tuple[str, dict[str, str]]] = {
 
 @dataclass(frozen=True)
 class ExecutorEntry:
-    """Where an executor's class and pre-submit checks live, and whether it takes SlurmOptions."""
+    """Where an executor's class and pre-submit checks live, and what it asks of the config."""
 
     cls: str
     checks: str  # `(plan, dry_run) -> Checks`
     slurm_options: bool  # takes slurm=... / [slurm] (its node count then sets the world size)
+    offline_nodes: bool  # trains on compute nodes that may have no network (a hub id must be cached first)
+    allocates: bool = False  # asks Slurm for the resources (so e.g. device='cuda' needs slurm.gpus_per_node)
 
 
 EXECUTORS: dict[str, ExecutorEntry] = {
-    "local": ExecutorEntry("hpc_sft.executors.local:LocalExecutor", "hpc_sft.pipeline:local_checks", False),
+    "local": ExecutorEntry("hpc_sft.executors.local:LocalExecutor", "hpc_sft.pipeline:local_checks", False, False),
     "slurm": ExecutorEntry("hpc_sft.executors.slurm.executor:SlurmExecutor",
-                           "hpc_sft.executors.slurm.executor:preflight", True),
+                           "hpc_sft.executors.slurm.executor:preflight", True, True, True),
+    "srun": ExecutorEntry("hpc_sft.executors.srun:SrunExecutor", "hpc_sft.executors.srun:srun_checks", True, True),
 }
 
 

@@ -20,13 +20,21 @@ class StateFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "finish" | "requeue" | "give_up"
+    action: str  # "finish" | "requeue" | "give_up" | "stop" (executor='srun': nobody requeues a step)
     reason: str
 
 
 def finished(state: Optional[StateFacts], num_epochs: int) -> bool:
     """Training is complete when the newest state is the last epoch's end-of-epoch save."""
     return state is not None and state.global_step is None and state.epoch >= num_epochs - 1
+
+
+def decide_in_step(state: Optional[StateFacts], num_epochs: int, why: str) -> Decision:
+    """executor='srun': finish, or stop with the state saved (the user runs the same command again)."""
+    if finished(state, num_epochs):
+        return Decision("finish", "training complete")
+    return Decision("stop", f"{why}; stopped at {state.samples_seen if state else 0} samples with the state "
+                            "saved: run the same command again (inside an allocation) to resume from there")
 
 
 def decide(state: Optional[StateFacts], num_epochs: int, restarts: int, max_requeues: int,

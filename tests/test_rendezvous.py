@@ -91,3 +91,22 @@ def test_an_outer_jobs_slurm_variables_are_hidden_while_submitting_then_restored
     with without_outer_job(env):
         assert env == {"SLURM_CONF": "/etc/slurm/slurm.conf", "SBATCH_ACCOUNT": "proj", "PATH": "/bin"}
     assert env["SLURM_CPUS_PER_TASK"] == "2" and len(env) == 6
+
+
+def test_each_step_of_one_allocation_is_its_own_attempt():
+    base = {"SLURM_JOB_ID": "41", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "0"}
+    first, second = (SlurmEnv.from_environ({**base, "SLURM_STEP_ID": step}) for step in ("0", "1"))
+    assert first.attempt == "41.0.0" and second.attempt == "41.0.1"
+    assert rendezvous(first) == rendezvous(second)  # same world, same endpoint: only the run's files differ
+
+
+def test_srun_executor_needs_an_allocation_and_its_own_shell():
+    from hpc_sft.errors import ConfigError
+    from hpc_sft.executors.srun import Allocation, allocation
+
+    with pytest.raises(ConfigError, match="executor: is 'srun', but this shell is not inside a Slurm allocation"):
+        allocation({})
+    inside = {"SLURM_JOB_ID": "41", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_JOB_NUM_NODES": "2"}
+    assert allocation(inside) == Allocation("41", 2, "n[1-2]")
+    with pytest.raises(ConfigError, match="already runs inside job step 41.3"):
+        allocation({**inside, "SLURM_STEP_ID": "3"})

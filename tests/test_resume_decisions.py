@@ -5,7 +5,7 @@ import os
 import pytest
 
 from hpc_sft.backends.instructlab import checkpoints
-from hpc_sft.requeue import Decision, StateFacts, decide
+from hpc_sft.requeue import Decision, StateFacts, decide, decide_in_step
 from hpc_sft.rundir import lock as ckpt_lock
 from hpc_sft.rundir.layout import LOCK_FILE
 from hpc_sft.rundir.status import read_status, record_stop
@@ -115,3 +115,17 @@ def test_a_checkpoint_filesystem_without_room_for_the_next_state_is_warned_about
     assert disk_warnings(tmp_path / "not" / "yet", free // 4, 1) == []
     warned = disk_warnings(tmp_path / "not" / "yet", free, 1)
     assert len(warned) == 1 and f"{tmp_path} has" in warned[0] and "keep_full_states=1" in warned[0]
+
+
+def test_a_step_in_the_users_allocation_stops_instead_of_requeueing():
+    """executor='srun': no budget, no loop guard, nobody requeues: finished, or stopped with the state saved."""
+    assert decide_in_step(StateFacts(1, 2400, None), 2, "interrupted").action == "finish"
+    stop = decide_in_step(StateFacts(0, 320, 20), 2, "interrupted (SIGUSR2)")
+    assert stop.action == "stop" and "stopped at 320 samples" in stop.reason
+    assert "run the same command again" in stop.reason
+    assert decide_in_step(None, 2, "interrupted").action == "stop"
+
+
+def test_a_stopped_run_reads_stopped(tmp_path):
+    status = record_stop(tmp_path, "7", 0, Decision("stop", "saved"), StateFacts(0, 16, 1), "full_state/epoch_0")
+    assert status["outcome"] == "stopped" and read_status(tmp_path)["stops"][-1]["action"] == "stop"

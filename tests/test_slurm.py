@@ -62,6 +62,7 @@ def test_two_nodes_train_as_one_world(slurm_cluster, tiny_model, tiny_data, tmp_
     assert plans[0]["rdzv_id"] == job.job_id
     # by default a CPU process gets the CPUs Slurm gave the job on its node (1 here), not the machine's cores
     assert [plans[r]["threads"] for r in (0, 1)] == ["1", "1"]
+    assert [plans[r]["hf_hub_offline"] for r in (0, 1)] == ["1", "1"]  # compute nodes never reach for the hub
     # each node ran its own torchrun; both ranks of one world of two trained
     for rank in (0, 1):
         log = (tmp_path / "ckpt" / f"full_logs_global{rank}.log").read_text()
@@ -102,6 +103,7 @@ def test_four_node_plan_matches_what_each_node_saw(slurm_cluster, tiny_model, ti
     assert result.samples_seen == 256
     seen = node_plans(job)
     nodelist = job_nodelist(job.job_id)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as every node task sets it
     for rank in range(4):
         env = SlurmEnv(job_id=job.job_id, nodelist=nodelist, nnodes=4, node_rank=rank, cpus_on_node=1)
         expected = plan_record(cpu_threads(finalize(slurm_launch(config, rendezvous(env))), env), f"node{rank + 1}")

@@ -80,7 +80,8 @@ PARAMS: tuple[Param, ...] = (
     P("rdzv_id", "id", "Rendezvous id shared by all nodes (under Slurm: the job id).", "Distributed"),
     P("rdzv_endpoint", "str", "host:port of node 0's rendezvous (under Slurm: first node, port from the job id).",
       "Distributed"),
-    P("executor", "name", "Where to run: 'local' (here, now) or 'slurm' (submit a job).", "hpc-sft",
+    P("executor", "name", "Where to run: 'local' (here, now), 'slurm' (submit a job) or 'srun' (now, inside "
+      "the current allocation).", "hpc-sft",
       default="local", choices=tuple(EXECUTORS), own=True),
     P("slurm", "slurm", "SlurmOptions, or a dict of its fields (executor='slurm').", "hpc-sft", own=True),
     P("device", "str", "None: cuda if a GPU is visible, else cpu; or 'cuda' / 'cpu'.", "hpc-sft",

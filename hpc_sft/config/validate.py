@@ -69,13 +69,14 @@ def check_cross(v: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
 def _check_slurm_conflicts(v: Mapping[str, Any]) -> None:
     for key in SLURM_DERIVED:
         if v[key] is not None:
-            raise ConfigError(key, "is derived on each compute node when executor='slurm'",
+            raise ConfigError(key, f"is derived on each compute node when executor={v['executor']!r}",
                               f"remove {key}; hpc-sft sets it from the Slurm allocation")
     for key in ("accelerate_full_state_at_epoch", "checkpoint_at_epoch"):
         if v[key] is False:
-            raise ConfigError(key, "must stay on with executor='slurm': requeue-safe resume needs the "
+            raise ConfigError(key, f"must stay on with executor={v['executor']!r}: resuming needs the "
                               "end-of-epoch full state", f"remove {key} = false")
-    _check_gpus(v["device"], v["slurm"])
+    if registry.EXECUTORS[v["executor"]].allocates:
+        _check_gpus(v["device"], v["slurm"])
     nodes = v["slurm"].nodes
     if v["nnodes"] is not None and v["nnodes"] != nodes:
         raise ConfigError("nnodes", f"is {v['nnodes']} but slurm.nodes is {nodes}",

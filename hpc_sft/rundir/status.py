@@ -35,6 +35,7 @@ def record_stop(ckpt_dir: Path, job_id: str, restarts: int, decision: Decision,
         "samples_seen": state.samples_seen if state else 0, "time": time.time()})
     status.update(job_id=job_id, restarts=restarts, last_complete_state=last_state,
                   samples_seen=state.samples_seen if state else 0,
-                  outcome={"finish": "finished", "requeue": "requeued", "give_up": "gave up"}[decision.action])
+                  outcome={"finish": "finished", "requeue": "requeued", "give_up": "gave up",
+                           "stop": "stopped"}[decision.action])
     write_status(ckpt_dir, status)
     return status

@@ -42,6 +42,7 @@ class SlurmEnv:
     restart_count: int = 0
     hostname: Optional[str] = None
     cpus_on_node: Optional[int] = None  # CPUs the job was given on this node
+    step_id: Optional[str] = None  # the job step the task runs in (executor='srun' runs several per job)
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> "SlurmEnv":
@@ -57,12 +58,13 @@ class SlurmEnv:
                    restart_count=int(env.get("SLURM_RESTART_COUNT") or 0),
                    hostname=env.get("SLURMD_NODENAME"),
                    cpus_on_node=int(env["SLURM_CPUS_ON_NODE"]) if env.get("SLURM_CPUS_ON_NODE", "").isdigit()
-                   else None)
+                   else None, step_id=env.get("SLURM_STEP_ID") or None)
 
     @property
     def attempt(self) -> str:
-        """JOBID.RESTART: one run of the job (a requeue keeps the id); names the files of that run."""
-        return f"{self.job_id}.{self.restart_count}"
+        """JOBID.RESTART[.STEP]: one run of the job (a requeue keeps the id, and so does a second step of
+        executor='srun' in one allocation); names the files of that run."""
+        return f"{self.job_id}.{self.restart_count}" + (f".{self.step_id}" if self.step_id else "")
 
     @property
     def hostnames(self) -> list[str]:

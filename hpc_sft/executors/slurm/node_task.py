@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ... import datacache, registry
+from ...config import hub
 from ...errors import ConfigError, HpcSftError, TrainingError
 from ...launch import Launch, finalize
-from ...requeue import Decision, decide
+from ...requeue import Decision, decide, decide_in_step
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
@@ -50,7 +51,8 @@ def plan_record(launch: Launch, host: str) -> dict:
     """What this node derived, as logged (and compared by tests with the login-side plan)."""
     return {"host": host, "nnodes": launch.nnodes, "node_rank": launch.node_rank, "rdzv_id": str(launch.rdzv_id),
             "rdzv_endpoint": launch.rdzv_endpoint, "nproc_per_node": launch.nproc_per_node, "device": launch.device,
-            "threads": dict(launch.env).get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))}
+            "threads": dict(launch.env).get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS")),
+            "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE")}
 
 
 def check_resolves(endpoint: str) -> None:
@@ -93,6 +95,13 @@ def setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
+def go_offline() -> None:
+    """Compute nodes never reach for the hub: model_path was resolved to a cached snapshot before queueing
+    (a value set in the job's environment, e.g. by slurm.setup, is kept)."""
+    for key, value in hub.OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def forget_earlier_result() -> None:
     """A requeued job keeps its id: remove this task's submitit result file from an earlier attempt, so
     that only this attempt's outcome is ever read (standalone sbatch scripts have none)."""
@@ -105,12 +114,15 @@ def forget_earlier_result() -> None:
 
 @dataclass(frozen=True)
 class NodeTask:
-    """Runs one node's share of a multi-node training job inside a Slurm allocation."""
+    """Runs one node's share of a multi-node training job inside a Slurm allocation. `in_step`: started by
+    executor='srun' in the user's allocation, so an interrupted run stops (saved) rather than requeue it."""
 
     config: object
+    in_step: bool = False
 
     def __call__(self) -> Optional[TrainingResult]:
         setup_logging()
+        go_offline()
         forget_earlier_result()
         recorder = SignalRecorder().install()
         env = SlurmEnv.from_environ()
@@ -166,6 +178,12 @@ class NodeTask:
         backend.tidy_checkpoints(ckpt, log.warning)
         watchdog.forget_other_attempts(ckpt, env.attempt)
 
+    def decide(self, state, env: SlurmEnv, stops: list, why: str) -> Decision:
+        if self.in_step:
+            return decide_in_step(state, self.config.num_epochs or 1, why)
+        return decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,
+                      stops, why)
+
     def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous, signal_name: Optional[str],
                  hang: Optional[str] = None) -> Optional[TrainingResult]:
         """Finished -> result; interrupted -> node 0 requeues once every node has stopped, and every node
@@ -174,8 +192,7 @@ class NodeTask:
         state, path = backend.progress(self.config)
         stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") == env.job_id]
         why = hang or f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
-        decision = decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,
-                          stops, why)
+        decision = self.decide(state, env, stops, why)
         log.info("decision: %s (%s)", decision.action, decision.reason)
         leave_quietly()
         if lead and decision.action == "requeue":
@@ -191,4 +208,6 @@ class NodeTask:
             if lead:
                 leaving.requeue_without_stuck(ckpt, env)
             raise SystemExit(0)  # no result now: the requeued run writes it
+        if decision.action == "stop":
+            return None  # saved; the srun executor reads the status record and says how to resume
         return result_from_disk(ckpt, env.restart_count) if lead else None
