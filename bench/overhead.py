@@ -40,21 +40,21 @@ def med(timings: list, field: str) -> float:
     return statistics.median(getattr(t, field) for t in timings)
 
 
-WHERE = """Where hpc-sft's extra time goes (node 0; the other nodes do the same at the same time):
-- **Allocation -> node task** (srun's step, python, submitit unpickling the task): a few tenths of a second.
+WHERE = """Where hpc-sft's time goes (node 0; the other nodes do the same at the same time):
+- **Allocation -> node task** (srun's step, python, submitit unpickling the task): about 0.3 s.
 - **Data cache check**: under 0.1 s on a hit (content key = sha256 of the data and tokenizer files).
-- **Node task -> torchrun launched**: the largest part. instructlab-training's `run_training` lives in
-  `main_ds.py`, and importing that module in the node task's process costs ~5 s on this machine (peft 1.9 s,
-  torch 1.4 s, transformers, datasets, numba), only to build the torchrun command line and watch it; the
-  hand-written script starts torchrun at once. The torchrun workers import the same modules again either way.
-- **Workers -> first step**: about a second more than the hand-written script's; **first step -> final
-  checkpoint**: about 2.5 s more over 150 steps and two epoch-end saves. Not yet taken apart; what differs
-  there is the worker shim (exact-resume bookkeeping, staged full-state saves with completeness markers,
-  progress beats) and on-demand checkpointing being armed.
+- **Node task -> torchrun launched**: about 0.1 s. hpc-sft builds instructlab-training's torchrun command itself
+  (backends/instructlab/command.py, from ILT's own TrainingArgs model, tested against the command ILT's
+  `run_training` logs) and is its parent (launcher.py). Until 2026-12-02 it called `run_training`, whose module
+  `main_ds.py` costs ~5 s of imports (peft, torch, transformers, datasets) in a process that only waits: then
+  torchrun started 5.5 s in, and the ratios were 1.43x (first step) and 1.21x (total).
+- **Workers -> first step -> final checkpoint**: the same work as the hand-written script's (its workers run
+  main_ds.py with the same flags); the worker shim's bookkeeping (exact-resume position, staged full-state saves
+  with completeness markers, progress beats) is within the run-to-run spread here. The parent also copies the
+  workers' output in 64 KiB chunks where `run_training` read and flushed it one byte at a time.
 
-The cut that reaches the 1.10x goal is for hpc-sft to build the torchrun command itself (from the same
-TrainingArgs, tested against the command instructlab-training logs) and keep the parent's signal handling,
-so that the parent never imports `main_ds`; it is not done yet (docs/benchmarks.md records the gap as measured)."""
+hpc-sft at or below 1.00x is within noise: both paths do the same work once torchrun runs, and the spread
+between runs of one path (2-4 s on this 2-core machine) is larger than any difference between them."""
 
 
 def breakdown(found: dict[str, list]) -> str:

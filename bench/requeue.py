@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cluster import cluster_up  # noqa: E402
 from _common import STAMP, sft_kwargs, stamp, step_records, tiny_inputs, ts  # noqa: E402
-from _jobs import handwritten, pretokenize  # noqa: E402
+from _jobs import MILESTONES, handwritten, pretokenize  # noqa: E402
 from _report import write_section  # noqa: E402
 
 from hpc_sft.rundir.layout import LOCK_FILE  # noqa: E402
@@ -34,6 +34,14 @@ def events(log: Path) -> tuple[list[float], list[float]]:
         elif "Starting with" in line and STAMP.search(line):
             starts.append(stamp(line))
     return decisions, starts
+
+
+def rerun_parts(log: Path, start: float) -> str:
+    """Node 0's milestones of the rerun that started at `start`, as seconds after it ('0.3/0.4/0.5')."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if STAMP.search(line)]
+    found = [next((stamp(line) - start for line in lines if marker in line and stamp(line) >= start), None)
+             for _, marker in MILESTONES]
+    return "/".join("-" if t is None else f"{t:.1f}" for t in found)
 
 
 def preempt() -> float:
@@ -106,32 +114,34 @@ def main() -> None:
         resumed_from = after[0]["samples_seen"] - after[0]["batch_size"] if after else None
         lost = sum(1 for r in before if r["samples_seen"] > resumed_from) if resumed_from is not None else None
         first_step = ts(after[0])
-        rows.append((t_saved - t_sent, t_rerun - t_saved, first_step - t_rerun, lost))
+        rows.append((t_saved - t_sent, t_rerun - t_saved, first_step - t_rerun, lost, rerun_parts(log, t_rerun)))
     text_logs = "".join(p.read_text() for p in job.stdout_paths)
     tokenized = (f"the data was tokenized {text_logs.count('processing data into')} time(s) over all runs"
                  if backend != "trl" else "trl tokenizes inside its training processes, in every run")
     floor = floors(model, data, root, copies) if copies else [None] * len(rows)
-    table = "\n".join(f"| {i + 1} | {a:.1f} s | {b:.1f} s | {c:.1f} s | {a + c:.1f} s | {lost} | "
+    table = "\n".join(f"| {i + 1} | {a:.1f} s | {b:.1f} s | {c:.1f} s | {parts} s | {a + c:.1f} s | {lost} | "
                       + (f"{f:.1f} s | {c - f:+.1f} s |" if f is not None else "- | - |")
-                      for i, ((a, b, c, lost), f) in enumerate(zip(rows, floor)))
+                      for i, ((a, b, c, lost, parts), f) in enumerate(zip(rows, floor)))
     title = "" if backend == "instructlab-training" else f", backend {backend}"
     body = (f"## Requeue turnaround and work lost (`bench/requeue.py`{title})\n\n"
             "2 nodes x 1 CPU process, tiny Llama, 2 epochs of 1200 conversations, preempted 3 times by a job in "
             "the `high` partition. signal -> saved: preemptor submitted to node 0's requeue decision (the save is "
             "complete then). queue wait: requeue decision to the rerun's allocation start (the test cluster's "
             "cred_expire=5 s dominates; excluded from turnaround). restart -> first step: the rerun's allocation "
-            "start (its batch script's first line) to its first training step. Lost steps: optimizer steps logged "
+            "start (its batch script's first line) to its first training step; of it, node 0's node task started / "
+            "data ready / torchrun launched. Lost steps: optimizer steps logged "
             "before the stop that the rerun did again. Floor: `bench/handwritten.sbatch` resuming a copy of the "
             "same saved state by hand (instructlab-training's own resume, data tokenized), allocation start -> "
             "first step; added: hpc-sft's restart -> first step minus the floor.\n\n"
-            "| preemption | signal -> saved | queue wait | restart -> first step | turnaround (no queue) | lost steps "
-            "| floor | added |\n|---|---|---|---|---|---|---|---|\n" + table +
+            "| preemption | signal -> saved | queue wait | restart -> first step | of it: task / data / torchrun "
+            "| turnaround (no queue) | lost steps | floor | added |\n|---|---|---|---|---|---|---|---|---|\n" + table +
             f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; "
             f"{tokenized}. Median turnaround "
-            f"{statistics.median(a + c for a, _, c, _ in rows):.1f} s."
-            + (" What hpc-sft adds over the floor is, as at a first start, mostly its node task importing "
-               "instructlab-training's main_ds (~5 s of CPU) before it launches torchrun (overhead section)."
-               if copies else ""))
+            f"{statistics.median(r[0] + r[2] for r in rows):.1f} s."
+            + (" What hpc-sft adds over the floor: the data cache check, the settings check, tidying torn states "
+               "and the lock on node 0 (tenths of a second); torchrun starts about 0.5 s into the allocation, as at "
+               "a first start (overhead section). Until 2026-12-02 the node task imported instructlab-training's "
+               "main_ds (~5 s) first and added +3.6 to +5.4 s here." if copies else ""))
     write_section("requeue" if backend == "instructlab-training" else f"requeue-{backend}", body)
     shutil.rmtree(root, ignore_errors=True)
 

@@ -21,10 +21,11 @@ from _report import write_section  # noqa: E402
 NODES = (1, 2, 4)
 
 WHY = """On the test cluster all nodes share this machine's 2 cores, so per-node CPU work is serialised once there
-are more nodes than cores: hpc-sft's node task imports instructlab-training's `main_ds` (~5 s of CPU, see the
-overhead section) on every node before torchrun starts, so at 4 nodes its rendezvous waits for four such imports
-on two cores. On a real cluster each node has its own cores and this cost stays flat (it is the overhead
-section's gap, not a per-node one).
+are more nodes than cores: at 4 nodes, four torchrun agents and four workers import torch and instructlab-training
+on two cores, for the hand-written script and hpc-sft alike. hpc-sft's node task no longer imports
+instructlab-training's `main_ds` before torchrun starts (it did until 2026-12-02: ~5 s of CPU per node, which at
+4 nodes made its rendezvous wait for four such imports on two cores); it now reaches torchrun about 0.5 s after
+the allocation starts. On a real cluster each node has its own cores and per-node start-up stays flat.
 
 What grows, and what would at 64 or 512 nodes:
 - **Rendezvous.** torchrun's c10d store lives on node 0; every agent connects to it and the round closes when

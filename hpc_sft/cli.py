@@ -96,24 +96,56 @@ def _record(job: str | None) -> dict:
 @click.option("--node", default=0, show_default=True, help="Which node's log (Slurm jobs).")
 @click.option("--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("--stderr", is_flag=True, help="Show the stderr log instead of stdout (Slurm jobs).")
-def logs(job: str | None, node: int, follow: bool, stderr: bool) -> None:
+@click.option("--all", "every", is_flag=True, help="Every node's stdout and stderr as one stream in time order, "
+              "each line prefixed with [nodeN] or [nodeN err].")
+def logs(job: str | None, node: int, follow: bool, stderr: bool, every: bool) -> None:
     """Print the log of one node of JOB, or of a local run (id or ckpt_output_dir; default: the last run)."""
     rec = _record(job)
     executor = executors.for_record(rec)
-    path = executor.log_path(rec, node, stderr)
-    offset = 0
+    paths = log_paths(executor, rec) if every else {"": executor.log_path(rec, node, stderr)}
+    offsets = dict.fromkeys(paths, 0)
     while True:
-        if path.is_file():
-            with path.open(errors="replace") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-                offset = fh.tell()
-            click.echo(chunk, nl=False)
+        chunks = {name: _read_from(path, offsets, name) for name, path in paths.items()}
+        _echo_chunks(chunks, merged=every)
         if not follow or not executor.job_state(jobs.lookup(rec["job_id"])).live:
             break
         time.sleep(2)
+    for path in paths.values():
+        if not path.is_file():
+            click.echo(f"(no log yet at {path})", err=True)
+
+
+def log_paths(executor, rec: dict) -> dict:
+    """label -> log file of every node of a job, stdout and stderr (one file where they are the same)."""
+    from .logmerge import label
+
+    found: dict = {}
+    for node in range(int(rec.get("nodes") or 1)):
+        for err in (False, True):
+            path = executor.log_path(rec, node, err)
+            if path not in found.values():
+                found[label(node, err)] = path
+    return found
+
+
+def _read_from(path: Path, offsets: dict, name: str) -> str:
     if not path.is_file():
-        click.echo(f"(no log yet at {path})", err=True)
+        return ""
+    with path.open(errors="replace") as fh:
+        fh.seek(offsets[name])
+        chunk = fh.read()
+        offsets[name] = fh.tell()
+    return chunk
+
+
+def _echo_chunks(chunks: dict, merged: bool) -> None:
+    if not merged:
+        click.echo(chunks[""], nl=False)
+        return
+    from .logmerge import merge
+
+    for line in merge({name: text for name, text in chunks.items() if text}):
+        click.echo(line)
 
 
 @main.command()

@@ -95,6 +95,9 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
     assert f"job {job_id}: RUNNING" in text and "progress: [" in text and "/24000 samples" in text
     logs = invoke("logs", job_id, "--node", "0")
     assert logs.exit_code == 0 and "HPC_SFT_NODE_PLAN" in logs.output and "loss =" in logs.output
+    merged = invoke("logs", job_id, "--all").output.splitlines()
+    assert any(line.startswith("[node0] HPC_SFT_NODE_PLAN") for line in merged), merged[:20]
+    assert any(line.startswith("[node0 err] ") for line in merged) and all(line.startswith("[node0") for line in merged)
     assert invoke("cancel", job_id).exit_code == 0
     deadline = time.monotonic() + 60
     while json.loads(invoke("status", job_id, "--json").output)["state"] != "CANCELLED":

@@ -129,3 +129,27 @@ def test_a_step_in_the_users_allocation_stops_instead_of_requeueing():
 def test_a_stopped_run_reads_stopped(tmp_path):
     status = record_stop(tmp_path, "7", 0, Decision("stop", "saved"), StateFacts(0, 16, 1), "full_state/epoch_0")
     assert status["outcome"] == "stopped" and read_status(tmp_path)["stops"][-1]["action"] == "stop"
+
+
+def test_full_state_metadata_is_read_without_importing_torch(tmp_path):
+    """Node 0 reads it before every restart: importing torch for a dict of three numbers cost 1.5 s there."""
+    import subprocess
+    import sys
+
+    import torch
+
+    plain, tensor = tmp_path / "plain", tmp_path / "tensor"
+    for folder, meta in ((plain, {"current_epoch": 1, "samples_seen": 1312, "global_step": 7}),
+                         (tensor, {"current_epoch": 0, "samples_seen": torch.tensor(16)})):
+        folder.mkdir()
+        torch.save(meta, folder / "training_metadata.json")
+    code = ("import sys; from pathlib import Path; from hpc_sft.backends.instructlab.checkpoints import "
+            f"read_metadata; print(read_metadata(Path({str(plain)!r})), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "{'current_epoch': 1, 'samples_seen': 1312, 'global_step': 7} False"
+    assert checkpoints.read_metadata(tensor)["samples_seen"] == 16  # more than plain values: torch reads it
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "training_metadata.json").write_bytes((plain / "training_metadata.json").read_bytes()[:200])
+    with pytest.raises(Exception):
+        checkpoints.read_metadata(torn)

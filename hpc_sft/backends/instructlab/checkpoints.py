@@ -1,16 +1,18 @@
 """instructlab-training's full training states full_state/epoch_E: complete or torn, repair, quarantine, save time."""
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Optional
 
 from ..._worker.hpc_sft_shim.resume import MARKER, marker_problem, marker_totals  # the shim writes markers
 from ...rundir.layout import FULL_STATE, QUARANTINE
 
-# reading metadata imports torch (compute side)
 REQUIRED = ("training_metadata.json", "optimizer.bin", "scheduler.bin")
 
 
@@ -41,10 +43,33 @@ def state_problem(path: Path) -> Optional[str]:
     return None
 
 
-def read_metadata(path: Path) -> dict:
-    import torch
+class NeedsTorch(Exception):
+    """The pickle holds more than plain values (tensors, classes): let torch read it."""
 
-    return torch.load(path / "training_metadata.json", weights_only=True)
+
+class PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        raise NeedsTorch(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise NeedsTorch("a tensor")
+
+
+def read_metadata(path: Path) -> dict:
+    """training_metadata.json: a torch.save zip of a dict of numbers. Read as a plain pickle, because importing
+    torch (1.5 s) for it was on node 0's critical path at every restart; anything else falls back to torch.load.
+    A torn file raises (zipfile.BadZipFile, a CRC error, KeyError) as torch.load would."""
+    with zipfile.ZipFile(path / "training_metadata.json") as archive:
+        name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+        if name is None:
+            raise KeyError(f"no data.pkl in {path / 'training_metadata.json'}")
+        data = archive.read(name)
+    try:
+        return PlainUnpickler(io.BytesIO(data)).load()
+    except NeedsTorch:
+        import torch
+
+        return torch.load(path / "training_metadata.json", weights_only=True)
 
 
 def repair_and_quarantine(ckpt_dir: Path, log=None) -> list[Path]:
