@@ -138,10 +138,11 @@ def main() -> None:
             f"\n\nFinal samples_seen {result.samples_seen} (uninterrupted: 2400), restarts {result.restarts}; "
             f"{tokenized}. Median turnaround "
             f"{statistics.median(r[0] + r[2] for r in rows):.1f} s."
-            + (" What hpc-sft adds over the floor: the data cache check, the settings check, tidying torn states "
-               "and the lock on node 0 (tenths of a second); torchrun starts about 0.5 s into the allocation, as at "
-               "a first start (overhead section). Until 2026-12-02 the node task imported instructlab-training's "
-               "main_ds (~5 s) first and added +3.6 to +5.4 s here." if copies else ""))
+            + (" What hpc-sft adds over the floor: node 0's lock, settings check, torn-state check and data cache "
+               "check before torchrun starts 0.4-0.6 s into the rerun (the \"of it\" column); after that both run "
+               "the same workers. Until 2026-12-02 the node task imported instructlab-training's main_ds (~5 s) "
+               "first, and then torch (1.7 s) only to read the full state's metadata, and added +3.6 to +5.4 s "
+               "here." if copies else ""))
     write_section("requeue" if backend == "instructlab-training" else f"requeue-{backend}", body)
     shutil.rmtree(root, ignore_errors=True)
 
