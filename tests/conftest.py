@@ -10,15 +10,6 @@ from tests.helpers import CACHE, REPO, write_jsonl
 from tests.slurm_helpers import slurm_env_file
 
 
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`-n 2 --dist loadgroup`, the README's command) every test on the one real Slurm
-    cluster runs on the same worker, one after another in file order (they preempt, drain and stop its
-    controller); the other tests run on the other worker meanwhile."""
-    for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-
-
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """A directory that passes the model_path existence check (not loadable: validation tests only)."""

@@ -89,7 +89,7 @@ class SrunExecutor:
         """Run the step to its end: the TrainingResult, or Interrupted (saved; run again to resume)."""
         backend.check_values(plan.config)
         ckpt = Path(plan.config.ckpt_output_dir).resolve()
-        ckpt_lock.check_free(ckpt)
+        ckpt_lock.check_free(ckpt, plan.alloc.job_id)  # an earlier step of this allocation that died: take over
         plan.folder.mkdir(parents=True, exist_ok=True)
         plan.config_file().write_text(json.dumps(to_dict(plan.config)))
         before = len(read_status(ckpt).get("stops", []))
