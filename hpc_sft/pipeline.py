@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 
 from . import executors, registry
 from .config import hub
-from .config.validate import build_config, check_tokenizer, split_values
+from .config.validate import build_config, check_tokenizer, looks_local, split_values
 from .errors import ConfigError
 from .executors import Checks
 from .rundir import settings as run_settings
@@ -61,7 +61,7 @@ def run(config, backend=None, warn: Callable[[str], None] = log.warning) -> Any:
 def resolve_model_id(config, dry_run: bool):
     """A hub id as model_path -> its cached snapshot directory (config, what was found). Executors whose nodes
     may be offline refuse an id that is not cached; a local run leaves it to the backend to download."""
-    if not hub.is_model_id(config.model_path):
+    if looks_local(config.model_path):
         return config, Checks()
     try:
         snapshot = hub.cached_snapshot(config.model_path)

@@ -1,9 +1,10 @@
 """Record the warning signals Slurm sends (time limit lead, preemption) in the process that owns training."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 WARNING_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 # What a process forked from the training parent (a data-processing pool worker, a dataloader worker) gets
@@ -40,6 +41,18 @@ def reset_inherited_handlers() -> None:
 
 
 os.register_at_fork(after_in_child=reset_inherited_handlers)  # once per process, at first import
+
+
+@contextlib.contextmanager
+def handled(sigs: Iterable[signal.Signals], handler: Callable) -> Iterator[None]:
+    """While the block runs `handler` handles `sigs`; the handlers before come back afterwards (one set outside
+    Python, which reads as None, comes back as SIG_DFL)."""
+    saved = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 def leave_quietly() -> None:

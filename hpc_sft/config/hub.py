@@ -12,11 +12,6 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}  # what compute nodes run with (a value th
 MODEL_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-def is_model_id(value: str) -> bool:
-    """'org/name' or 'name' that is not a path here."""
-    return bool(MODEL_ID.match(value)) and not os.path.exists(os.path.expanduser(value))
-
-
 def cache_dir() -> str:
     from huggingface_hub import constants
 

@@ -17,6 +17,7 @@ from ..rundir import lock as ckpt_lock
 from ..rundir.layout import result_from_disk
 from ..rundir.status import read_status
 from ..serialize import to_dict
+from ..signals import handled
 from . import Checks
 from .slurm.executor import job_folder
 
@@ -108,12 +109,8 @@ def run_step(command: list[str]) -> tuple[int, Optional[str]]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGUSR2)
 
-    saved = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-    try:
+    with handled(FORWARDED, forward):
         return proc.wait(), (got[0] if got else None)
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def outcome(plan: SrunPlan, code: int, forwarded: Optional[str], before: int):

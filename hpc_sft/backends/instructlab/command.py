@@ -152,10 +152,8 @@ def redacted(command: list[str]) -> str:
 
 def check_args(a) -> None:
     """The refusals run_training makes before it starts torchrun (its check_valid_train_args), as our errors;
-    check_packages adds the ones that depend on what is installed where training runs."""
-    if a.max_batch_len < a.max_seq_len:
-        raise ConfigError("max_tokens_per_gpu", f"{a.max_batch_len} is smaller than max_seq_len={a.max_seq_len}",
-                          f"raise max_tokens_per_gpu to at least {a.max_seq_len}")
+    check_packages adds the ones that depend on what is installed where training runs, and the backend's
+    check_static (run at validation) the batch arithmetic."""
     if os.path.exists(a.model_path) and not os.path.isdir(a.model_path):
         raise ConfigError("model_path", f"{a.model_path} is a file, not a Hugging Face model directory",
                           "pass the directory that holds config.json")

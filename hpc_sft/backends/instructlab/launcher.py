@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from ... import signals
 from ...launch import spawn_shielded
@@ -48,7 +48,7 @@ class SaveOnSignal:
     and is remembered; a signal hpc-sft's recorder caught just before counts too (it would be lost)."""
 
     def __init__(self, trigger: Path) -> None:
-        self.trigger, self.received, self.saved = trigger, None, {}
+        self.trigger, self.received = trigger, None
 
     def handle(self, signum: int, _frame) -> None:
         if self.received is None:
@@ -56,18 +56,17 @@ class SaveOnSignal:
             say(f"On-demand checkpoint: got {self.received}; asking the workers for a full-state save")
             write_trigger(self.trigger)
 
-    def __enter__(self) -> "SaveOnSignal":
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
         self.trigger.unlink(missing_ok=True)  # a killed earlier run's file would stop this one at once
-        self.saved = {sig: signal.signal(sig, self.handle) for sig in CATCHABLE}
-        early = signals.received()
-        if early is not None:
-            self.handle(early, None)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self.trigger.unlink(missing_ok=True)
+        try:
+            with signals.handled(CATCHABLE, self.handle):
+                early = signals.received()
+                if early is not None:
+                    self.handle(early, None)
+                yield
+        finally:
+            self.trigger.unlink(missing_ok=True)
 
 
 def tee(stream: BinaryIO, log_file: Path) -> None:
@@ -112,7 +111,7 @@ def finish(proc: subprocess.Popen, signalled: bool) -> Optional[int]:
 def run(command: list[str], env: dict[str, str], log_file: Path, on_demand: bool) -> tuple[Optional[int], Optional[str]]:
     """Run torchrun to its end: (exit code, None when it never exited; the signal that asked for a save)."""
     shield = SaveOnSignal(trigger_path(env)) if on_demand else None
-    with shield or contextlib.nullcontext():
+    with shield.active() if shield is not None else contextlib.nullcontext():
         proc = spawn_shielded(command, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             tee(proc.stdout, log_file)
