@@ -11,7 +11,10 @@ SIGNATURE = signature()
 
 
 def run_sft(values: Mapping[str, Any], backend=None) -> Any:
-    """Validate, plan, check and run/submit one sft() call given as a flat mapping (hpc_sft.pipeline)."""
+    """Validate, plan, check and run/submit one sft() call given as a flat mapping (hpc_sft.pipeline); with
+    `sweep`, every task of it (a SweepJob: one handle per task)."""
+    if values.get("sweep") is not None:
+        return pipeline.run_sweep(*pipeline.validate_sweep(values))
     return pipeline.run(pipeline.validate(values), backend)
 
 
@@ -28,7 +31,8 @@ def sft(*args: Any, **kwargs: Any) -> Any:
 sft.__signature__ = SIGNATURE
 sft.__doc__ = (
     "Supervised fine-tuning, training_hub-compatible, locally (executor='local') or on Slurm "
-    "(executor='slurm').\n\nReturns a TrainingResult (local) or a SlurmJob handle (slurm).\n\nParameters:\n"
+    "(executor='slurm').\n\nReturns a TrainingResult (local) or a SlurmJob handle (slurm); with sweep=..., a "
+    "SweepJob (one SlurmJob per task).\n\nParameters:\n"
     + "\n".join(f"    {p.name}: {p.doc}" for p in PARAMS)
     + "\n    **backend_kwargs: the backend's own fields (checked; unknown ones are an error)."
 )

@@ -55,12 +55,19 @@ def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...], verbose: bool
 
     parsed = recipes.read(recipe, overrides)
     with recipes.located(parsed):
-        prepared = pipeline.prepare(recipes.build(parsed), dry_run=dry_run)
+        values = recipes.sft_values(parsed)
+        if values.get("sweep") is not None:
+            prepared = pipeline.prepare_sweep(*pipeline.validate_sweep(values), dry_run=dry_run)
+        else:
+            prepared = pipeline.prepare(recipes.build(parsed), dry_run=dry_run)
     if dry_run:
         click.echo(describe_plan(prepared.plan, prepared.checks))
         return
     for warning in prepared.checks.warnings:
         click.echo(f"hpc-sft: warning: {warning}", err=True)
+    if isinstance(prepared, pipeline.PreparedSweep):
+        echo_sweep(pipeline.submit_sweep(prepared))
+        return
     outcome = pipeline.submit(prepared)
     if isinstance(outcome, TrainingResult):
         click.echo(f"finished: checkpoint {outcome.checkpoint_path} ({outcome.samples_seen} samples seen)")
@@ -68,6 +75,13 @@ def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...], verbose: bool
     click.echo(f"submitted job {outcome.job_id} ({outcome.nodes} node(s))")
     click.echo(f"logs:   {outcome.folder}")
     click.echo(f"follow: hpc-sft logs {outcome.job_id} --follow   |   hpc-sft status {outcome.job_id}")
+
+
+def echo_sweep(handle) -> None:
+    click.echo(f"submitted sweep {handle.job_id}: {len(handle)} tasks in job array(s) {', '.join(handle.array_ids)}")
+    for task in handle:
+        click.echo(f"  {task.job_id}  {task.ckpt_output_dir}")
+    click.echo(f"follow: hpc-sft status {handle.job_id}   |   hpc-sft logs {handle[0].job_id} --follow")
 
 
 @main.command()

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import executors, registry
 from .config import hub
+from .config import sweep as sweeps
 from .config.validate import build_config, check_tokenizer, looks_local, split_values
-from .errors import ConfigError
+from .errors import ConfigError, HpcSftError
 from .executors import Checks
 from .rundir import settings as run_settings
 
@@ -56,6 +58,73 @@ def run(config, backend=None, warn: Callable[[str], None] = log.warning) -> Any:
     for text in prepared.checks.warnings:
         warn(text)
     return submit(prepared)
+
+
+def validate_sweep(values: Mapping[str, Any]):
+    """(Sweep, one SFTConfig per task) of sft() arguments holding `sweep`; every task is validated before
+    anything is planned, and an error about a swept value names where it is written and the task."""
+    table = values["sweep"]
+    executor = values.get("executor") or "local"
+    if executor in registry.EXECUTORS and not registry.EXECUTORS[executor].sweeps:
+        raise ConfigError("sweep", f"runs as Slurm job arrays, but executor is {executor!r}",
+                          'set executor = "slurm" (each task then trains in its own job, requeue-safe)')
+    sweep = sweeps.parse(table)
+    if not values.get("ckpt_output_dir"):
+        raise ConfigError("ckpt_output_dir", "is required", "set it: each task trains in a folder under it")
+    root = Path(values["ckpt_output_dir"]).expanduser().resolve()
+    configs = []
+    for task in sweep.tasks:
+        try:
+            configs.append(validate(sweeps.task_values(values, task, root)))
+        except HpcSftError as exc:
+            raise sweeps.located(sweep, exc, task) from None
+    return sweep, tuple(configs)
+
+
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A validated, planned and checked sweep: one plan of job arrays, the backend, what the checks found."""
+
+    plan: Any
+    backend: Any
+    checks: Checks
+
+    @property
+    def config(self):
+        return self.plan.config
+
+
+def prepare_sweep(sweep, configs, dry_run: bool = False) -> PreparedSweep:
+    """Every task's model and settings checks, then the arrays' Slurm checks (each said once)."""
+    found, resolved = Checks(), []
+    for config in configs:
+        config, checked = resolve_model_id(config, dry_run)
+        resolved.append(config)
+        found = found + checked + model_checks(config, dry_run)
+    backend = registry.backend_class(resolved[0].backend)()
+    for config in resolved:
+        run_settings.check(config, backend.free_kwargs)
+    runner = sweep_runner(resolved[0].executor)
+    plan = runner.plan(sweep, tuple(resolved))
+    return PreparedSweep(plan, backend, (found + runner.checks(plan, dry_run)).once())
+
+
+def sweep_runner(executor: str):
+    """The executor's sweep runner (plan, checks, submit); validate_sweep refused executors without one."""
+    return registry.load(registry.EXECUTORS[executor].sweeps)()
+
+
+def run_sweep(sweep, configs, warn: Callable[[str], None] = log.warning):
+    """prepare_sweep -> report warnings -> submit_sweep."""
+    prepared = prepare_sweep(sweep, configs)
+    for text in prepared.checks.warnings:
+        warn(text)
+    return submit_sweep(prepared)
+
+
+def submit_sweep(prepared: PreparedSweep):
+    """The side effect of a sweep: its job arrays queued (a SweepJob: one handle per task)."""
+    return sweep_runner(prepared.config.executor).submit(prepared.plan, prepared.backend)
 
 
 def resolve_model_id(config, dry_run: bool):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import executors, jobs, registry
+from .config.sweep import SWEEP_FILE, fmt
 from .rundir.layout import hf_checkpoints, metrics_file
 from .rundir.status import read_status
 
@@ -89,7 +90,9 @@ def newest_backend_checkpoint(ckpt_dir: Path) -> Optional[str]:
 
 
 def job_status(rec: dict) -> dict:
-    """Status of a recorded Slurm job or local run."""
+    """Status of a recorded Slurm job, sweep or local run."""
+    if rec.get("kind") == "sweep":
+        return sweep_status(rec)
     executor = executors.for_record(rec)
     info = {"job_id": rec["job_id"], "executor": executor.name, "ckpt_output_dir": rec["ckpt_output_dir"]}
     info.update(executor.job_state(rec).as_status())
@@ -100,15 +103,83 @@ def job_status(rec: dict) -> dict:
 
 
 def dir_status(ckpt_dir: Path) -> dict:
-    """Status of a ckpt_output_dir: its newest recorded run, else what the directory alone says."""
+    """Status of a ckpt_output_dir (or a sweep's): its newest recorded run, else what the directory says."""
     rec = jobs.for_dir(ckpt_dir)
     if rec is not None:
         return job_status(rec)
+    if (Path(ckpt_dir) / SWEEP_FILE).is_file():  # a sweep recorded elsewhere (another HPC_SFT_HOME)
+        body = json.loads((Path(ckpt_dir) / SWEEP_FILE).read_text())
+        return sweep_status({"job_id": body["arrays"][0], "executor": "slurm", "kind": "sweep",
+                             "ckpt_output_dir": str(ckpt_dir), **body})
     info = {"job_id": f"(no record) {ckpt_dir}", "executor": None, "ckpt_output_dir": str(ckpt_dir),
             "logs": None, "state": "UNKNOWN", "restarts": None, "elapsed": "",
             "headline": f"{ckpt_dir}: no run recorded (what the directory says)"}
     info.update(run_status(Path(ckpt_dir)))
     return info
+
+
+def losses(ckpt_dir: Path) -> list[float]:
+    """Every per-step loss of the run's metrics file, in order (the whole file: a sweep's best loss)."""
+    path = metrics_file(ckpt_dir)
+    found = []
+    for line in path.read_text(errors="replace").splitlines() if path else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("avg_loss"), (int, float)) and "samples_seen" in rec:
+            found.append(float(rec["avg_loss"]))
+    return found
+
+
+def task_row(task: dict, executor) -> dict:
+    """One sweep task's line: its values, Slurm state and restarts, samples, last and best loss."""
+    rec = {"job_id": task["job_id"], "folder": None, "ckpt_output_dir": task["dir"]}
+    state = executor.job_state(rec)
+    run = run_status(Path(task["dir"]))
+    found = losses(Path(task["dir"]))
+    return {"index": task["index"], "name": task["name"], "job_id": task["job_id"], "values": task["values"],
+            "state": state.state, "restarts": state.restarts, "samples_seen": run["samples_seen"],
+            "samples_total": run["samples_total"], "loss": run["loss"], "best_loss": min(found) if found else None,
+            "outcome": run["outcome"], "dir": task["dir"]}
+
+
+def sweep_status(rec: dict) -> dict:
+    """Status of a sweep: one row per task, and the task that leads (lowest loss so far)."""
+    executor = executors.for_record(rec)
+    rows = [task_row(task, executor) for task in rec["tasks"]]
+    scored = [row for row in rows if row["best_loss"] is not None]
+    leader = min(scored, key=lambda row: row["best_loss"])["name"] if scored else None
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    states = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
+    return {"job_id": rec["job_id"], "kind": "sweep", "executor": executor.name,
+            "ckpt_output_dir": rec["ckpt_output_dir"], "arrays": rec.get("arrays", [rec["job_id"]]),
+            "keys": rec.get("keys", []), "max_parallel": rec.get("max_parallel"), "tasks": rows, "leader": leader,
+            "headline": f"sweep {rec['job_id']}: {len(rows)} tasks ({states}) in {rec['ckpt_output_dir']}"}
+
+
+def render_sweep(info: dict) -> str:
+    """The sweep table: one row per task; '*' marks the task with the lowest loss so far."""
+    def loss(value):
+        return f"{value:.4f}" if value is not None else "-"
+
+    head = ["", "task", "job", *info["keys"], "state", "restarts", "samples", "last loss", "best loss"]
+    rows = [head]
+    for row in info["tasks"]:
+        samples = f"{row['samples_seen'] or 0}/{row['samples_total'] or '?'}"
+        rows.append(["*" if row["name"] == info["leader"] else "", str(row["index"]), row["job_id"],
+                     *(fmt(row["values"].get(k, "-")) for k in info["keys"]), row["state"],
+                     str(row["restarts"] if row["restarts"] is not None else "-"), samples,
+                     loss(row["loss"]), loss(row["best_loss"])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [info["headline"], *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
+    if info["leader"]:
+        lines.append(f"* leads (lowest loss so far): {info['leader']}")
+    lines.append(f"one task: hpc-sft status {info['tasks'][0]['job_id']}   |   "
+                 f"logs: hpc-sft logs {info['tasks'][0]['job_id']}")
+    return "\n".join(lines)
 
 
 def bar(done: Optional[int], total: Optional[int], width: int = 30) -> str:
@@ -128,6 +199,8 @@ def resume_lines(info: dict) -> list[str]:
 
 
 def render_status(info: dict) -> str:
+    if info.get("kind") == "sweep":
+        return render_sweep(info)
     lines = [info["headline"],
              f"progress: {bar(info['samples_seen'], info['samples_total'])} "
              f"{info['samples_seen'] or 0}/{info['samples_total'] or '?'} samples"

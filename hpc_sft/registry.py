@@ -24,12 +24,14 @@ class ExecutorEntry:
     slurm_options: bool  # takes slurm=... / [slurm] (its node count then sets the world size)
     offline_nodes: bool  # trains on compute nodes that may have no network (a hub id must be cached first)
     allocates: bool = False  # asks Slurm for the resources (so e.g. device='cuda' needs slurm.gpus_per_node)
+    sweeps: str = ""  # the class that plans, checks and submits sweeps, when the executor runs them
 
 
 EXECUTORS: dict[str, ExecutorEntry] = {
     "local": ExecutorEntry("hpc_sft.executors.local:LocalExecutor", "hpc_sft.pipeline:local_checks", False, False),
     "slurm": ExecutorEntry("hpc_sft.executors.slurm.executor:SlurmExecutor",
-                           "hpc_sft.executors.slurm.executor:preflight", True, True, True),
+                           "hpc_sft.executors.slurm.executor:preflight", True, True, True,
+                           "hpc_sft.executors.slurm.array:SlurmSweeps"),
     "srun": ExecutorEntry("hpc_sft.executors.srun:SrunExecutor", "hpc_sft.executors.srun:srun_checks", True, True),
 }
 

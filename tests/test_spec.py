@@ -17,7 +17,7 @@ SEED = ["model_path", "data_path", "ckpt_output_dir", "backend", "num_epochs", "
 def test_signature_is_seed_plus_hpc_parameters():
     params = inspect.signature(hpc_sft.sft).parameters
     names = list(params)
-    assert names == SEED + ["executor", "slurm", "device", "settings_changed", "full_state_every_min",
+    assert names == SEED + ["executor", "slurm", "sweep", "device", "settings_changed", "full_state_every_min",
                             "keep_full_states", "backend_kwargs"]
     assert params["backend_kwargs"].kind is inspect.Parameter.VAR_KEYWORD
     for name in SEED[:3]:

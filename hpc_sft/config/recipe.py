@@ -15,7 +15,7 @@ from .slurm_options import SlurmOptions
 from .spec import BY_NAME
 from .validate import build_config, split_values
 
-TOP_KEYS = ("executor", "sft", "slurm")
+TOP_KEYS = ("executor", "sft", "slurm", "sweep")
 PATH_KEYS = ("data_path", "ckpt_output_dir", "data_output_dir", "chat_tmpl_path")
 NOT_IN_SFT = {"executor": "put executor at the top of the recipe", "slurm": "use a [slurm] table"}
 SFT_KEYS = frozenset(BY_NAME) - {"executor", "slurm"}
@@ -89,7 +89,23 @@ def sft_values(recipe: Recipe) -> dict:
         if isinstance(slurm.get("folder"), str):
             slurm["folder"] = str((recipe.folder / Path(slurm["folder"]).expanduser()).resolve())
         values["slurm"] = slurm
+    if "sweep" in data:
+        values["sweep"] = sweep_paths(data["sweep"], recipe.folder)
     return values
+
+
+def sweep_paths(table, folder: Path):
+    """A [sweep] table with relative paths in its values resolved like those in [sft] (the table is
+    checked later; what is not a table passes through unchanged for that check to refuse)."""
+    if not isinstance(table, dict):
+        return table
+    out = dict(table)
+    if isinstance(out.get("grid"), dict):
+        out["grid"] = {k: [resolve_paths({k: v}, folder)[k] for v in vs] if isinstance(vs, list) else vs
+                       for k, vs in out["grid"].items()}
+    if isinstance(out.get("list"), list):
+        out["list"] = [resolve_paths(e, folder) if isinstance(e, dict) else e for e in out["list"]]
+    return out
 
 
 def check_structure(data: dict) -> None:
@@ -98,7 +114,7 @@ def check_structure(data: dict) -> None:
         if key not in TOP_KEYS:
             raise _misplaced(key, key, "at the top level") or ConfigError(
                 key, f"unknown top-level key{did_you_mean(key, TOP_KEYS)}", f"use one of: {', '.join(TOP_KEYS)}")
-    for key in ("sft", "slurm"):
+    for key in ("sft", "slurm", "sweep"):
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(key, "must be a table", f"write [{key}] on its own line")
     for key, fix in NOT_IN_SFT.items():
@@ -131,8 +147,12 @@ def load(path: str | Path, overrides: tuple[str, ...] = ()):
 
 
 def build(recipe: Recipe):
-    """The validated SFTConfig of a parsed recipe."""
-    return build_config(*split_values(sft_values(recipe)))
+    """The validated SFTConfig of a parsed recipe (one without [sweep]: a sweep is planned by pipeline)."""
+    values = sft_values(recipe)
+    if "sweep" in values:
+        raise ConfigError("sweep", "this command takes a recipe of one run", "remove [sweep], or use "
+                          "`hpc-sft submit` (it queues the sweep's job arrays; --dry-run shows them)")
+    return build_config(*split_values(values))
 
 
 @contextlib.contextmanager

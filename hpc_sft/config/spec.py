@@ -18,6 +18,7 @@ KINDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "nproc": ((int, str), Optional[Union[int, str]]),
     "id": ((int, str), Optional[Union[int, str]]),
     "slurm": ((dict, object), Optional[Any]),
+    "sweep": ((dict,), Optional[dict]),
 }
 
 
@@ -84,6 +85,9 @@ PARAMS: tuple[Param, ...] = (
       "the current allocation).", "hpc-sft",
       default="local", choices=tuple(EXECUTORS), own=True),
     P("slurm", "slurm", "SlurmOptions, or a dict of its fields (executor='slurm').", "hpc-sft", own=True),
+    P("sweep", "sweep", "{'grid': {key: [values]}, 'list': [{...}], 'max_parallel': N}: one task per "
+      "combination, each in its own folder under ckpt_output_dir; executor='slurm' queues one job array "
+      "(docs/sweeps.md).", "hpc-sft", own=True),
     P("device", "str", "None: cuda if a GPU is visible, else cpu; or 'cuda' / 'cpu'.", "hpc-sft",
       choices=("cuda", "cpu"), own=True),
     P("settings_changed", "name", "A rerun into a ckpt_output_dir trained with other settings: 'refuse' "

@@ -53,6 +53,11 @@ class Checks:
     def __add__(self, other: "Checks") -> "Checks":
         return Checks(self.ran + other.ran, self.not_run + other.not_run, self.warnings + other.warnings)
 
+    def once(self) -> "Checks":
+        """The same checks with repeats dropped (a sweep runs some once per task or per array)."""
+        return Checks(tuple(dict.fromkeys(self.ran)), tuple(dict.fromkeys(self.not_run)),
+                      tuple(dict.fromkeys(self.warnings)))
+
     def lines(self) -> list[str]:
         """The dry run's account of the checks, one per line."""
         out = [f"# check ran: {name}" for name in self.ran]

@@ -16,7 +16,7 @@ def queued_for(ckpt_output_dir: str) -> list[str]:
            if r.get("ckpt_output_dir") == target and jobs.executor_of(r) == "slurm"]
     if not ids:
         return []
-    alive = set(run(["squeue", "-h", "-o", "%i"]).split())
+    alive = set(run(["squeue", "-h", "-r", "-o", "%i"]).split())  # -r: one line per array task
     return [i for i in ids if i in alive]
 
 

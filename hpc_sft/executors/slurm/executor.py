@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ... import jobs, registry
-from ...errors import SubmitError
+from ...errors import ConfigError, SubmitError
 from ...rundir import lock as ckpt_lock
 from .. import Checks, JobState
 from . import check as slurm_check
@@ -108,10 +108,18 @@ class SlurmExecutor:
                         rec["folder"], now["restarts"], now["elapsed"])
 
     def cancel(self, rec: dict) -> str:
-        client.cancel(rec["job_id"])
-        return f"cancelled job {rec['job_id']}; checkpoints stay in {rec['ckpt_output_dir']}"
+        ids = rec.get("arrays") or [rec["job_id"]]  # a sweep: every job array of it
+        for job_id in ids:
+            client.cancel(job_id)
+        what = f"sweep {rec['job_id']} (job arrays {', '.join(ids)})" if rec.get("arrays") else f"job {ids[0]}"
+        return f"cancelled {what}; checkpoints stay in {rec['ckpt_output_dir']}"
 
     def log_path(self, rec: dict, node: int, stderr: bool) -> Path:
+        if rec.get("tasks"):
+            first = rec["tasks"][0]["job_id"]
+            raise ConfigError("JOB", f"{rec['job_id']} is a sweep of {len(rec['tasks'])} tasks, each with its own "
+                              "logs", f"pass one task's id, e.g. `hpc-sft logs {first}` (`hpc-sft status "
+                              f"{rec['job_id']}` lists them)")
         return Path(rec["folder"]) / node_log_name(rec["job_id"], node, stderr)
 
     def plan(self, config) -> SlurmPlan:
