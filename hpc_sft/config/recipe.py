@@ -17,8 +17,9 @@ from .validate import build_config, split_values
 
 TOP_KEYS = ("executor", "sft", "slurm", "sweep")
 PATH_KEYS = ("data_path", "ckpt_output_dir", "data_output_dir", "chat_tmpl_path")
-NOT_IN_SFT = {"executor": "put executor at the top of the recipe", "slurm": "use a [slurm] table"}
-SFT_KEYS = frozenset(BY_NAME) - {"executor", "slurm"}
+NOT_IN_SFT = {"executor": "put executor at the top of the recipe", "slurm": "use a [slurm] table",
+              "sweep": "use a [sweep] table"}
+SFT_KEYS = frozenset(BY_NAME) - {"executor", "slurm", "sweep"}
 SLURM_KEYS = frozenset(f.name for f in dataclasses.fields(SlurmOptions)) - frozenset(BY_NAME)
 
 

@@ -22,7 +22,7 @@ SLURM_LINES = (("partition", '"gpu"', "sbatch --partition"), ("nodes", "1", "one
 def recipe_text(name: str, executor: str = "slurm", values: dict | None = None) -> str:
     """A commented recipe listing every parameter (from the one definition); `values` are set, others commented."""
     params = [dict(name=p.name, doc=p.doc, required=p.positional, example=EXAMPLES.get(p.name, '""'))
-              for p in PARAMS if p.name not in ("executor", "slurm")]
+              for p in PARAMS if p.name not in ("executor", "slurm", "sweep")]
     text = render("recipe.toml.j2", name=name, executor=executor, params=params, values=values or {},
                   slurm=SLURM_LINES)
     return text if executor == "slurm" else comment_out_table(text, "slurm")
@@ -34,4 +34,5 @@ def comment_out_table(text: str, table: str) -> str:
     if not sep:
         return text
     lines = f"[{table}]{tail}".splitlines()
-    return head + "\n" + "\n".join(f"# {line}" if line.strip() else line for line in lines) + "\n"
+    return head + "\n" + "\n".join(f"# {line}" if line.strip() and not line.startswith("#") else line
+                                     for line in lines) + "\n"
