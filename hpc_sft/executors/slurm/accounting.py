@@ -166,7 +166,7 @@ def _resume_point(attempt: Attempt, restart: int, stops: list[dict], later_first
 
 def usage(attempts: list[Attempt], metrics_records: list[dict], stops: list[dict]) -> Usage:
     """The Usage of one run (one job or one array task: every attempt of it, oldest first) from its per-step
-    metric records (samples_seen, timestamp) and its status record's stops (job_id, time, samples_seen). Pure;
+    metric records (samples_seen, timestamp) and its status record's stops (job_id, restart, samples_seen). Pure;
     the definitions are in Usage's docstring."""
     attempts = sorted(attempts, key=lambda a: a.start)
     unit = "GPU" if any(a.gpus for a in attempts) else "CPU"
