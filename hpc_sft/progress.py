@@ -97,6 +97,8 @@ def job_status(rec: dict) -> dict:
     info = {"job_id": rec["job_id"], "executor": executor.name, "ckpt_output_dir": rec["ckpt_output_dir"]}
     info.update(executor.job_state(rec).as_status())
     info.update(run_status(Path(rec["ckpt_output_dir"])))
+    if hasattr(executor, "accounting"):  # Slurm: GPU-/CPU-hours from sacct
+        info["accounting"] = executor.accounting(rec)
     newest = jobs.for_dir(rec["ckpt_output_dir"])
     info["newer_run"] = newest["job_id"] if newest and newest["job_id"] != rec["job_id"] else None
     return info
@@ -217,5 +219,6 @@ def render_status(info: dict) -> str:
                      "(the progress above is the directory's now)")
     if info.get("outcome"):
         lines.append(f"outcome: {info['outcome']}")
+    lines += (info.get("accounting") or {}).get("lines", [])
     lines.append(f"logs: {info['logs'] or 'none recorded'}")
     return "\n".join(lines)

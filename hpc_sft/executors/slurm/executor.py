@@ -107,6 +107,12 @@ class SlurmExecutor:
                         f"job {rec['job_id']}: {now['state']}  (restarts: {now['restarts']}, elapsed {now['elapsed']})",
                         rec["folder"], now["restarts"], now["elapsed"])
 
+    def accounting(self, rec: dict) -> dict:
+        """GPU- or CPU-hours used and lost to interruptions, from sacct (`hpc-sft status`; never raises)."""
+        from . import accounting
+
+        return accounting.status_block(rec["job_id"], lambda _task: Path(rec["ckpt_output_dir"]))
+
     def cancel(self, rec: dict) -> str:
         ids = rec.get("arrays") or [rec["job_id"]]  # a sweep: every job array of it
         for job_id in ids:
