@@ -156,7 +156,8 @@ def sweep_status(rec: dict) -> dict:
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     states = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
-    return {"job_id": rec["job_id"], "kind": "sweep", "executor": executor.name,
+    found = executor.accounting(rec) if hasattr(executor, "accounting") else None
+    return {"job_id": rec["job_id"], "kind": "sweep", "executor": executor.name, "accounting": found,
             "ckpt_output_dir": rec["ckpt_output_dir"], "arrays": rec.get("arrays", [rec["job_id"]]),
             "keys": rec.get("keys", []), "max_parallel": rec.get("max_parallel"), "tasks": rows, "leader": leader,
             "headline": f"sweep {rec['job_id']}: {len(rows)} tasks ({states}) in {rec['ckpt_output_dir']}"}
@@ -179,6 +180,7 @@ def render_sweep(info: dict) -> str:
     lines = [info["headline"], *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
     if info["leader"]:
         lines.append(f"* leads (lowest loss so far): {info['leader']}")
+    lines += (info.get("accounting") or {}).get("lines", [])
     lines.append(f"one task: hpc-sft status {info['tasks'][0]['job_id']}   |   "
                  f"logs: hpc-sft logs {info['tasks'][0]['job_id']}")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """A 2x2 sweep on the real cluster: one job array throttled to 2, one task preempted and resumed bit-identically
 to the same task run alone, the status table a user reads."""
+import json
 import subprocess
 import time
 
@@ -81,3 +82,14 @@ def test_sweep_array_throttled_one_task_preempted_resumes_exactly(slurm_cluster,
     best = min(range(4), key=lambda i: float(cells[i][8]))
     assert lines[2 + best].startswith("*") and f"* leads (lowest loss so far): {handle[best].ckpt_output_dir.name}" \
         in shown.stdout
+
+    info = json.loads(cli("status", handle.job_id, "--json").stdout)
+    usage = info["accounting"]["usage"]
+    assert [u["unit"] for u in usage] == ["CPU"]
+    assert usage[0]["attempts"] == 4 + results[0].restarts and usage[0]["interrupted"] == results[0].restarts
+    rows = [line.split("|") for line in subprocess.run(
+        ["sacct", "-j", handle.job_id, "-X", "--duplicates", "-n", "-P", "-o", "ElapsedRaw,AllocCPUS,Start"],
+        capture_output=True, text=True, check=True).stdout.split() if "|Unknown" not in line]
+    assert usage[0]["total_h"] == pytest.approx(sum(int(e) * int(c) for e, c, _ in rows) / 3600, abs=1e-9)
+    assert 0 < usage[0]["restarts_h"] < usage[0]["total_h"]
+    assert "CPU-hours: " in shown.stdout and "lost to interruptions (redone" in shown.stdout

@@ -254,11 +254,13 @@ def job_usage(job_id: str, ckpt_dir_of: Callable[[str], Path]) -> list[Usage]:
     return combined(found)
 
 
-def status_block(job_id: str, ckpt_dir_of: Callable[[str], Path]) -> dict:
-    """`hpc-sft status`'s accounting: {'usage': [...], 'lines': [...]}, or the reason it is unavailable
-    (accounting off, sacct missing or slow, job not in the database yet, run directory unreadable)."""
+def status_block(job_ids, ckpt_dir_of: Callable[[str], Path]) -> dict:
+    """`hpc-sft status`'s accounting of a job, or of a sweep's arrays summed (`job_ids`: one id or a list):
+    {'usage': [...], 'lines': [...]}, or the reason it is unavailable (accounting off, sacct missing or slow,
+    job not in the database yet, run directory unreadable)."""
+    ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
     try:
-        found = job_usage(job_id, ckpt_dir_of)
+        found = combined(u for job_id in ids for u in job_usage(job_id, ckpt_dir_of))
     except (SubmitError, OSError, ValueError) as exc:
         reason = getattr(exc, "problem", "") or str(exc)
         return {"unavailable": reason, "lines": [f"accounting: unavailable ({reason})"]}

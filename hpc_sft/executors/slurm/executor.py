@@ -111,6 +111,9 @@ class SlurmExecutor:
         """GPU- or CPU-hours used and lost to interruptions, from sacct (`hpc-sft status`; never raises)."""
         from . import accounting
 
+        if rec.get("tasks"):  # a sweep: every array, each task's attempts matched with its own run directory
+            dirs = {task["job_id"]: Path(task["dir"]) for task in rec["tasks"]}
+            return accounting.status_block(rec.get("arrays") or [rec["job_id"]], lambda task: dirs[task])
         return accounting.status_block(rec["job_id"], lambda _task: Path(rec["ckpt_output_dir"]))
 
     def cancel(self, rec: dict) -> str:
