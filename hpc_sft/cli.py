@@ -219,6 +219,27 @@ def fetch(model_id: str, revision: str | None) -> None:
 
 
 @main.command()
+@click.argument("target")
+@click.option("-o", "--output", default="loss.png", show_default=True, type=click.Path(),
+              help="The image to write (PNG; another suffix, e.g. .svg or .pdf, picks that format).")
+def plot(target: str, output: str) -> None:
+    """Plot loss and learning rate against samples seen for TARGET: a job id, a sweep or a ckpt_output_dir.
+
+    Two panels share the x axis (samples seen; epochs on top): the training loss per step (with a moving
+    average over it for long runs) and the learning rate, of the steps the final model trained through (a
+    step logged again after a resume counts once: the later record). Each requeue or stop is a dashed line
+    with a marker on the curve and its reason (time limit or preemption, hang, node lost, Ctrl-C). A sweep
+    (a folder with sweep.json, or its job id) overlays its tasks, labelled by name. Needs matplotlib:
+    pip install 'hpc-sft[plot]'."""
+    from . import plot as plotting
+
+    found = plotting.resolve(target)
+    for missing in found.missing:
+        click.echo(f"hpc-sft: warning: no metrics yet for {missing}; left out", err=True)
+    click.echo(f"wrote {plotting.draw(found.curves, Path(output), found.title)} ({found.title})")
+
+
+@main.command()
 @click.option("--dir", "folder", default="runs/demo", show_default=True, type=click.Path(),
               help="Where the tiny model, data, recipe and checkpoints go.")
 @click.option("--epochs", default=2, show_default=True)

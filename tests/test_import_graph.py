@@ -86,6 +86,19 @@ def test_worker_shim_never_imports_hpc_sft():
             assert all(t.startswith(SHIM) for t in targets), (name, targets)
 
 
+def test_matplotlib_is_imported_only_inside_functions_of_the_plot_module():
+    """Plotting stays out of the login-node import path: no module imports matplotlib when it is imported."""
+    for name, (path, _) in modules().items():
+        tree = ast.parse(path.read_text(), str(path))
+        inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "matplotlib" for n in names):
+                assert name == "hpc_sft.plot" and id(node) in inside, (name, node.lineno)
+
+
 if __name__ == "__main__":
     g = graph()
     print(f"{len(g)} modules, {sum(map(len, g.values()))} edges, cycles: {cycles(g) or 'none'}")

@@ -47,3 +47,11 @@ def test_wheel_declares_the_trl_extra(wheel):
     assert "Provides-Extra: trl" in meta
     assert any(line.startswith("Requires-Dist: trl") and "extra == 'trl'" in line for line in meta.splitlines())
     assert any(line.startswith("Requires-Dist: peft") and "extra == 'trl'" in line for line in meta.splitlines())
+
+
+def test_wheel_declares_matplotlib_only_in_the_plot_extra(wheel):
+    """`hpc-sft plot` needs matplotlib; nothing else does, so it is no core dependency."""
+    archive = zipfile.ZipFile(wheel)
+    meta = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    lines = [line for line in meta.splitlines() if line.startswith("Requires-Dist: matplotlib")]
+    assert "Provides-Extra: plot" in meta and lines and all("extra == 'plot'" in line for line in lines), lines
