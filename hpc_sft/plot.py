@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -17,7 +17,7 @@ RESTART_ACTIONS = ("requeue", "resubmit", "stop")  # stops after which training 
 SHORT_WHY = (  # (text in a stop's reason, what the mark says), first match wins
     ("(SIGUSR2)", "time limit or preemption (USR2)"), ("(SIGUSR1)", "time limit or preemption (USR1)"),
     ("(SIGTERM)", "preempted or cancelled (TERM)"), ("(SIGINT)", "Ctrl-C (SIGINT)"),
-    ("(SIGHUP)", "hangup (HUP)"), ("(checkpoint signal)", "warning signal (time limit or preemption)"))
+    ("(SIGHUP)", "hangup (HUP)"), ("(checkpoint signal)", "time limit or preemption"))
 LABEL_CHARS = 44
 INSTALL_FIX = "pip install 'hpc-sft[plot]' (or: pip install 'matplotlib>=3.8')"
 
@@ -50,7 +50,7 @@ class Target:
 
     title: str
     curves: tuple[tuple[str, Curve], ...]
-    missing: tuple[str, ...] = field(default=())
+    missing: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- reading (no matplotlib)
@@ -85,6 +85,11 @@ def is_step(rec: dict) -> bool:
     return isinstance(rec.get("samples_seen"), int) and "timestamp" in rec and "step" in rec
 
 
+def is_boundary(rec: dict) -> bool:
+    """A record a backend writes where a run starts (its settings: no "step") or ends (trl's summary)."""
+    return not is_step(rec) and ("step" not in rec or "train_runtime" in rec)
+
+
 def lineage(records: Iterable[dict]) -> tuple[list[dict], list[int]]:
     """The final lineage of per-step records, and the samples seen at each resume the file itself shows.
 
@@ -92,13 +97,14 @@ def lineage(records: Iterable[dict]) -> tuple[list[dict], list[int]]:
     after its last checkpoint; instructlab-training starts a new block of header records): a later record
     wins over an earlier one at the same or a larger samples_seen, so the earlier run's steps past N, which
     the final model never trained on, are dropped. A resume is seen where a run's header follows steps, or
-    where samples_seen goes back; it resumed from (first step's samples_seen - that step's batch)."""
+    where samples_seen goes back; it resumed from (first step's samples_seen - that step's batch). Other
+    records (no samples_seen, e.g. an evaluation) are skipped."""
     kept: list[dict] = []
     resumes: list[int] = []
     header_since_step = False
     for rec in records:
         if not is_step(rec):
-            header_since_step = bool(kept)
+            header_since_step = header_since_step or (is_boundary(rec) and bool(kept))
             continue
         samples = rec["samples_seen"]
         if header_since_step or (kept and samples <= kept[-1]["samples_seen"]):
@@ -195,7 +201,7 @@ def sweep_tasks(root: Path) -> list[tuple[str, Path]]:
     path = root / SWEEP_FILE
     try:
         tasks = json.loads(path.read_text())["tasks"]
-        return [(str(t["name"]), Path(t["dir"])) for t in tasks]
+        return [(str(t["name"]), root / t["dir"]) for t in tasks]  # absolute; a relative one: from the root
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HpcSftError(f"{path}: not a readable sweep file ({type(exc).__name__}: {exc})",
                           'it should hold {"tasks": [{"name": ..., "dir": ...}, ...]}: resubmit the sweep') from exc
@@ -297,7 +303,9 @@ SMOOTH_FROM = 300  # steps: below this the per-step line is drawn alone
 def figure(curves: Sequence[tuple[str, Curve]], title: str):
     """The figure: loss over learning rate, x = samples seen. Each per-step line's gid is 'loss:LABEL' or
     'lr:LABEL' (the moving average of a long run's loss: 'loss-avg:LABEL'), each restart's marker on the
-    loss curve 'restart:LABEL:N' (tests and callers find the plotted series by them)."""
+    loss curve 'restart:LABEL:N', N counting the marks of that curve (tests and callers find the plotted series by them)."""
+    if not curves:
+        raise ValueError("no curves to draw")
     fig = matplotlib_figure()(figsize=(11, 7.5), dpi=110, layout="constrained")
     loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, height_ratios=(2.2, 1))
     long = any(len(curve.samples) >= SMOOTH_FROM for _, curve in curves)
@@ -308,30 +316,43 @@ def figure(curves: Sequence[tuple[str, Curve]], title: str):
             loss_ax.plot(curve.samples, curve.loss, color=color, lw=0.8, alpha=0.3, gid=f"loss:{label}")
             loss_ax.plot(curve.samples, line, color=color, lw=1.8, label=label, gid=f"loss-avg:{label}")
         else:
-            loss_ax.plot(curve.samples, line, color=color, lw=1.6, marker=".", ms=4, label=label, gid=f"loss:{label}")
+            loss_ax.plot(curve.samples, line, color=color, lw=1.6, marker="." if len(line) <= 60 else "", ms=4,
+                         label=label, gid=f"loss:{label}")
         lr_ax.plot(curve.samples, curve.lr, color=color, lw=1.6, label=label, gid=f"lr:{label}")
     values = finite(v for line in shown for v in line) or [0.0]
     low, span = min(values), (max(values) - min(values)) or 1.0
+    end = max(max(c.samples_total or 0, c.samples[-1]) for _, c in curves)  # a running job: how far to go
+    placed: dict = {}  # (x bucket, top) -> label lines already there: the next one goes beside them
     for index, ((label, curve), line) in enumerate(zip(curves, shown)):
         for n, (samples, marks) in enumerate(grouped(curve.restarts), 1):
             y = value_at(curve, samples, line)
-            mark_restarts(loss_ax, lr_ax, (label, n, len(curves) > 1), (samples, y, (y - low) / span), marks,
-                          f"C{index % 10}")
+            here = [(value_at(c, samples, other) - low) / span for (_, c), other in zip(curves, shown)]
+            key = (round(samples / end * 100), free_band(here))
+            mark_restarts(loss_ax, lr_ax, (label, n, len(curves) > 1), (samples, y, key[1], placed.get(key, 0)),
+                          marks, f"C{index % 10}")
+            placed[key] = placed.get(key, 0) + len(marks)
     loss_ax.set_ylabel("training loss" + (" (faint: per step; bold: moving average)" if long else " per step"))
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("samples seen")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     lr_ax.set_ylim(bottom=0)
     lr_ax.xaxis.set_major_formatter("{x:,.0f}")  # 250,000 (a str is a StrMethodFormatter)
-    ends = [c.samples_total or c.samples[-1] for _, c in curves] + [c.samples[-1] for _, c in curves]
     for ax in (loss_ax, lr_ax):
         ax.grid(True, alpha=0.3)
-        ax.set_xlim(0, max(ends) * 1.01)
+        ax.set_xlim(0, end * 1.01)
     epoch_axis(loss_ax, curves)
     if len(curves) > 1:
         fig.legend(*loss_ax.get_legend_handles_labels(), title="task", loc="outside right upper", fontsize=9)
     fig.suptitle(title, fontsize=12)
     return fig
+
+
+def free_band(heights: Sequence[float]) -> float:
+    """Where a label at some x goes, in axes fraction, given the curves' heights there (0 to 1): the start
+    of the widest band the curves leave free; 1 means the top band (the label hangs from the top)."""
+    edges = sorted([0.0, 1.0, *(min(1.0, max(0.0, h)) for h in heights)])
+    start, stop = max(zip(edges, edges[1:]), key=lambda band: band[1] - band[0])
+    return 1.0 if stop >= 1.0 else round(start, 3)
 
 
 def grouped(restarts: Sequence[Restart]) -> list[tuple[int, list[Restart]]]:
@@ -345,20 +366,20 @@ def grouped(restarts: Sequence[Restart]) -> list[tuple[int, list[Restart]]]:
     return groups
 
 
-def mark_restarts(loss_ax, lr_ax, which: tuple[str, int, bool], where: tuple[int, float, float],
+def mark_restarts(loss_ax, lr_ax, which: tuple[str, int, bool], where: tuple[int, float, bool, int],
                   marks: Sequence[Restart], color: str) -> None:
     """A dashed vertical line on both panels, a marker on the loss curve, and the labels beside the line.
     `which`: the curve's label, the mark's number, whether to name the curve; `where`: samples seen, the
-    loss drawn there and its height in the panel (0 to 1): labels go to the top where the curve is low."""
-    (label, n, named), (samples, y, height) = which, where
+    loss drawn there, where the labels start (free_band), label lines already beside it."""
+    (label, n, named), (samples, y, band, beside) = which, where
     for ax in (loss_ax, lr_ax):
         ax.axvline(samples, color=color, ls="--", lw=1, alpha=0.7)
     loss_ax.plot([samples], [y], marker="o", ms=7, mfc="white", mec=color, mew=2, ls="none", zorder=5,
                  gid=f"restart:{label}:{n}")
-    text = "\n".join(f"{label}: {m.label}" if named else m.label for m in marks)
-    top = height < 0.5
-    loss_ax.annotate(text, (samples, 0.98 if top else 0.02), xycoords=("data", "axes fraction"),
-                     xytext=(3, 0), textcoords="offset points", rotation=90, va="top" if top else "bottom",
+    text = "\n".join(f"{label}, {m.label}" if named else m.label for m in marks)
+    loss_ax.annotate(text, (samples, 0.98 if band == 1.0 else band + 0.03), xycoords=("data", "axes fraction"),
+                     xytext=(3 + 10 * beside, 0), textcoords="offset points", rotation=90,
+                     va="top" if band == 1.0 else "bottom",
                      ha="left", fontsize=8, color=color)
 
 

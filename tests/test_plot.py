@@ -161,7 +161,7 @@ def test_a_sweep_overlays_its_tasks_labelled_by_name(interrupted_run, tmp_path, 
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lr=1e-3", "lr=2e-3"]
     assert fig.legends[0].get_title().get_text() == "task"
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts == ["lr=1e-3: stop 1: Ctrl-C (SIGINT)", "lr=2e-3: resume 1"], texts  # which task each mark is
+    assert texts == ["lr=1e-3, stop 1: Ctrl-C (SIGINT)", "lr=2e-3, resume 1"], texts  # which task each mark is
 
 
 # ---------------------------------------------------------------- no training
@@ -227,20 +227,24 @@ def test_lineage_later_records_win_and_resumes_are_seen():
     kept, resumes = lineage(ilt)
     assert [r["samples_seen"] for r in kept] == [16, 32, 48, 80] and resumes == [64]
     # trl: one header; steps past the last checkpoint (32) logged again by the resumed run, which wins
-    trl = [{"backend": "trl"}, step(16), step(32), step(48, 5.0), step(64, 5.0), step(48, 1.5), step(64, 1.25)]
+    trl = [{"backend": "trl"}, step(16), step(32), step(48, 5.0), step(64, 5.0),
+           {"step": 4, "timestamp": "t", "train_runtime": 9.5}, step(48, 1.5), step(64, 1.25)]
     kept, resumes = lineage(trl)
     assert [(r["samples_seen"], r["avg_loss"]) for r in kept] == [(16, 1.0), (32, 1.0), (48, 1.5), (64, 1.25)]
     assert resumes == [32]
     # a resumed run that has not yet reached where the earlier one got to: the earlier run's tail is dropped
-    kept, _ = lineage([step(16), step(32), step(48), step(64), step(32, 2.0)])
-    assert [(r["samples_seen"], r["avg_loss"]) for r in kept] == [(16, 1.0), (32, 2.0)]
+    kept, resumes = lineage([step(16), step(32), step(48), step(64), step(32, 2.0)])
+    assert [(r["samples_seen"], r["avg_loss"]) for r in kept] == [(16, 1.0), (32, 2.0)] and resumes == [16]
+    # a record of another kind between steps (an evaluation) is no resume
+    kept, resumes = lineage([step(16), {"step": 1, "timestamp": "t", "eval_loss": 2.0}, step(32)])
+    assert [r["samples_seen"] for r in kept] == [16, 32] and resumes == []
 
 
 @pytest.mark.parametrize("reason, label", [
     ("interrupted (SIGUSR2) at restart 0; requeueing to resume from 272 samples", "time limit or preemption (USR2)"),
     ("interrupted (SIGTERM) at restart 2; requeueing to resume from 1280 samples", "preempted or cancelled (TERM)"),
     ("interrupted (checkpoint signal) at restart 0; requeueing to resume from 320 samples",
-     "warning signal (time limit or preemption)"),
+     "time limit or preemption"),
     ("hang: no progress for 16s in phase step (found by node 0 (node1)); requeueing to resume from 1200 samples; "
      "stuck: rank 1 (pid 22605) on node 1 (node2) is stopped (state T)", "hang: no progress for 16s in phase step"),
     ("node lost: node 1 (node2) did not stop within 15s of node 0's training failing (its host or slurmd died); "
