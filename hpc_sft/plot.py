@@ -303,7 +303,8 @@ SMOOTH_FROM = 300  # steps: below this the per-step line is drawn alone
 def figure(curves: Sequence[tuple[str, Curve]], title: str):
     """The figure: loss over learning rate, x = samples seen. Each per-step line's gid is 'loss:LABEL' or
     'lr:LABEL' (the moving average of a long run's loss: 'loss-avg:LABEL'), each restart's marker on the
-    loss curve 'restart:LABEL:N', N counting the marks of that curve (tests and callers find the plotted series by them)."""
+    loss curve 'restart:LABEL:N', N counting the marks of that curve (tests and callers find the plotted
+    series by them)."""
     if not curves:
         raise ValueError("no curves to draw")
     fig = matplotlib_figure()(figsize=(11, 7.5), dpi=110, layout="constrained")

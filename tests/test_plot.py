@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def test_plot_of_a_resumed_run_is_its_final_lineage_with_the_stop_marked(interru
 
     monkeypatch.setenv("HPC_SFT_HOME", env["HPC_SFT_HOME"])
     found = plot.resolve(str(ckpt))
-    assert [label for label, _ in found.curves] == ["ckpt"] and found.title.endswith("finished, 1 stop, 256 of 256 samples")
+    assert [label for label, _ in found.curves] == ["ckpt"]
+    assert found.title.endswith("finished, 1 stop, 256 of 256 samples"), found.title
     fig = plot.figure(found.curves, found.title)
     lines, expected = lines_by_gid(fig), final_lineage(ckpt)
     assert [r["samples_seen"] for r in expected] == list(range(16, 257, 16))  # every step once, resumed ones too
@@ -256,3 +258,38 @@ def test_stop_reasons_become_short_labels(reason, label):
     from hpc_sft.plot import why
 
     assert why(reason) == label
+
+
+def test_a_recorded_real_sweep_overlays_four_tasks_and_marks_task_0s_requeue(tmp_path):
+    """The real requeued sweep kept in tests/fixtures (array 26067015: task 0 requeued once and resumed), with
+    the sweep.json its submission writes (record_sweep's fields), plotted through the command."""
+    recorded = REPO / "tests" / "fixtures" / "slurm-22.05" / "sweep-run"
+    root = tmp_path / "sweep"
+    tasks = []
+    for index, (lr, batch) in enumerate([("0.0001", 8), ("0.0001", 16), ("0.001", 8), ("0.001", 16)]):  # its grid
+        name = f"{index}-learning_rate={lr}-effective_batch_size={batch}"
+        shutil.copytree(recorded / f"task{index}", root / name)
+        tasks.append({"index": index, "name": name,
+                      "values": {"learning_rate": float(lr), "effective_batch_size": batch},
+                      "job_id": f"26067015_{index}", "dir": str(root / name)})
+    keys = ["learning_rate", "effective_batch_size"]
+    (root / "sweep.json").write_text(json.dumps({"arrays": ["26067015"], "keys": keys, "tasks": tasks}))
+    out = tmp_path / "sweep.png"
+    run = plot_cli(dict(os.environ, HPC_SFT_HOME=str(tmp_path / "home")), str(root), "-o", str(out))
+    assert run.returncode == 0 and "(sweep " in run.stdout and ": 4 tasks)" in run.stdout, run.stdout + run.stderr
+    assert png_size(out)[1] == SIZE[1]
+
+    from hpc_sft import plot
+
+    found = plot.resolve(str(root))
+    fig = plot.figure(found.curves, found.title)
+    lines = lines_by_gid(fig)
+    for task in tasks:
+        expected = final_lineage(root / task["name"])
+        assert list(lines[f"loss:{task['name']}"].get_ydata()) == [r["avg_loss"] for r in expected]
+    stop = json.loads((recorded / "task0" / "hpc_sft_status.json").read_text())["stops"][0]
+    assert stop["action"] == "requeue"
+    assert list(lines[f"restart:{tasks[0]['name']}:1"].get_xdata()) == [stop["samples_seen"]]
+    assert [k for k in lines if k.startswith("restart:")] == [f"restart:{tasks[0]['name']}:1"]
+    assert [t.get_text() for t in fig.axes[0].texts] == [f"{tasks[0]['name']}, requeue 1: time limit or preemption"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [t["name"] for t in tasks]
