@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from . import jobs
+from .config.sweep import SWEEP_FILE  # a sweep root: {"tasks": [{"name", "dir", "values", ...}, ...]}
 from .errors import HpcSftError, MissingPathError
 from .rundir.layout import METRICS_FILE
 from .rundir.status import read_status
 
-SWEEP_FILE = "sweep.json"  # a sweep root: {"tasks": [{"name", "dir", "values"}, ...]}
 RESTART_ACTIONS = ("requeue", "resubmit", "stop")  # stops after which training went on (or may go on)
 SHORT_WHY = (  # (text in a stop's reason, what the mark says), first match wins
     ("(SIGUSR2)", "time limit or preemption (USR2)"), ("(SIGUSR1)", "time limit or preemption (USR1)"),
