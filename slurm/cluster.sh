@@ -325,6 +325,7 @@ write_configs() {
     render "$CONF_DIR/hosts.in" "$ROOT/etc/hosts" CTL_ADDR="$CTL_ADDR" CTL_NAME="$CTL_NAME" \
         HOST_NAME="$host_name" NODE_HOSTS="${node_hosts%$'\n'}"
     : >"$ROOT/etc/plugstack.conf"
+    cp "$CONF_DIR/job_submit.lua" "$ROOT/etc/job_submit.lua"   # read from SLURM_CONF's folder
     cat >"$ROOT/env.sh" <<EOF
 # Source this to use the hpc-sft test cluster (written by slurm/cluster.sh up).
 export SLURM_CONF=$ROOT/etc/slurm.conf
