@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping, Optional
 
+from ..container import Container
 from ..errors import ConfigError, unknown_key
 
 TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -15,7 +16,7 @@ TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 @dataclass(frozen=True)
 class SlurmField:
-    """One [slurm] option. kind: int | str | bool | time | lines | table; `low`: an int's least value."""
+    """One [slurm] option. kind: int | str | bool | time | lines | table | container; `low`: an int's least value."""
 
     name: str
     kind: str
@@ -26,7 +27,7 @@ class SlurmField:
     @property
     def annotation(self) -> Any:
         return {"int": Optional[int] if self.default is None else int, "str": Optional[str], "bool": bool,
-                "time": str, "lines": tuple, "table": dict}[self.kind]
+                "time": str, "lines": tuple, "table": dict, "container": Optional[Container]}[self.kind]
 
 
 F = SlurmField
@@ -48,6 +49,8 @@ FIELDS: tuple[SlurmField, ...] = (
       "ends its processes and requeues without the stuck node (start-up and a first save get 4x, a step at "
       "least 10x the longest so far, a save 3x the longest so far; 0: no watchdog)", low=0),
     F("setup", "lines", (), "shell lines run before the task: module load, venv/conda activation, exports"),
+    F("container", "container", None, "run training inside a container image: a table with runtime "
+      "(\"apptainer\" | \"pyxis\"), image, mounts, env; see [slurm.container] below and docs/containers.md"),
     F("additional", "table", None, "other sbatch options, e.g. { mail_type = \"END\", reservation = \"x\" }"),
     F("folder", "str", None, "job files and logs (default: {ckpt_output_dir}/slurm)"),
 )
@@ -72,12 +75,19 @@ def _from_value(cls, value: Any):
     return check(cls(**value))
 
 
+def _post_init(self) -> None:
+    """A container given as a table (a recipe, sft(slurm={...}), a config read back from JSON) becomes the
+    validated, frozen Container; errors name slurm.container.KEY."""
+    if self.container is not None and not isinstance(self.container, Container):
+        object.__setattr__(self, "container", Container.from_value(self.container))
+
+
 SlurmOptions = make_dataclass(
     "SlurmOptions",
     [(f.name, f.annotation, field(default_factory=dict) if f.kind == "table" else field(default=f.default))
      for f in FIELDS],
     frozen=True,
-    namespace={"from_value": classmethod(_from_value),
+    namespace={"from_value": classmethod(_from_value), "__post_init__": _post_init,
                "timeout_min": property(lambda self: time_to_minutes(self.time))})
 SlurmOptions.__module__ = __name__  # so pickling (submitit) finds it
 SlurmOptions.__doc__ = ("Resources of one job (fields: FIELDS). `setup` lines run before the task; "
@@ -164,5 +174,11 @@ def _check_fields(text: Any, fields) -> None:
                               "(hours up to 23 after a day count), e.g. time = \"1-02:00:00\"")
 
 
+def _check_container(_spec: SlurmField, value: Any) -> None:
+    if value is not None:
+        Container.from_value(value)
+
+
 CHECKS = {"int": _check_int_field, "str": _check_str, "bool": _check_bool,
-          "time": lambda _spec, val: time_to_minutes(val), "lines": _check_setup, "table": _check_additional}
+          "time": lambda _spec, val: time_to_minutes(val), "lines": _check_setup, "table": _check_additional,
+          "container": _check_container}

@@ -10,7 +10,8 @@ from typing import Optional
 
 from ...errors import ConfigError, TrainingError
 from ..base import Backend
-from .mapping import ALIASES, LORA_FIELDS, SAME_NAME, SFTCONFIG_FIELDS, check_lora, lora_args, map_args, static_launch
+from .mapping import (ALIASES, LORA_FIELDS, SAME_NAME, SFTCONFIG_FIELDS, check_lora, check_tracking, lora_args, map_args,
+                      static_launch)
 
 
 def require_packages(names) -> None:
@@ -35,6 +36,7 @@ class TRLSFTBackend(Backend):
         "dataloader_prefetch_factor", "dataloader_pin_memory"})
     required = {"effective_batch_size": 128, "learning_rate": 1e-5, "max_seq_len": 4096}
     aliases = ALIASES
+    trackers = ("tensorboard", "wandb")  # report_to: transformers' TensorBoardCallback, WandbCallback
 
     def __init__(self, callbacks: tuple = ()) -> None:
         #: extra transformers TrainerCallbacks (in-process runs only; tests use them to stop early)
@@ -43,6 +45,8 @@ class TRLSFTBackend(Backend):
     @classmethod
     def check_static(cls, config) -> None:
         """What trl cannot do, impossible batch arithmetic and bad LoRA values; pure (dry runs too)."""
+        super().check_static(config)
+        check_tracking(config)
         if config.is_pretraining:
             raise ConfigError("is_pretraining", "is not supported by the trl backend",
                               "use backend='instructlab-training' for pretraining, or drop is_pretraining")
@@ -53,6 +57,7 @@ class TRLSFTBackend(Backend):
         """Build the real SFTConfig (and LoraConfig) once, so a bad value fails before any work starts."""
         self.check_static(config)
         require_packages(("trl", "peft") if lora_args(config) is not None else ("trl",))
+        super().check_values(config)
         launch = static_launch(config)
         from trl import SFTConfig
 
@@ -74,11 +79,11 @@ class TRLSFTBackend(Backend):
     def local_processes(self, launch) -> int:
         """torchrun workers, except for one process on one node: that trains here."""
         nproc = super().local_processes(launch)
-        return 0 if nproc == 1 and launch.nnodes == 1 else nproc
+        return 0 if nproc == 1 and launch.nnodes == 1 and launch.container is None else nproc
 
     def execute_training(self, config, launch) -> None:
         nproc = super().local_processes(launch)
-        if nproc == 1 and launch.nnodes == 1:
+        if nproc == 1 and launch.nnodes == 1 and launch.container is None:  # a container: torchrun in the image
             from .train import train
 
             try:
