@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 from ... import datacache, registry
 from ...config import hub
 from ...errors import ConfigError, HpcSftError, TrainingError
-from ...launch import Launch, finalize
+from ...launch import Launch, data_step, finalize, launch_container
 from ...requeue import Decision, decide, decide_in_step
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
@@ -34,7 +34,7 @@ def slurm_launch(config, rdzv: Rendezvous) -> Launch:
     """The launch for one node of an allocation (device and process count still unresolved)."""
     return Launch(nproc_per_node=config.nproc_per_node, nnodes=rdzv.nnodes, node_rank=rdzv.node_rank,
                   rdzv_id=rdzv.rdzv_id, rdzv_endpoint=rdzv.rdzv_endpoint, device=config.device or "auto",
-                  process_data=False, on_demand_checkpointing=True)
+                  process_data=False, on_demand_checkpointing=True, container=launch_container(config))
 
 
 def cpu_threads(launch: Launch, env: SlurmEnv) -> Launch:
@@ -84,7 +84,7 @@ def prepare_data(config, backend, node_rank: int, attempt: str = "local"):
     if path is None:
         return config
     if node_rank == 0:
-        built = datacache.build(path, lambda out: backend.process_data(config, out))
+        built = datacache.build(path, data_step(config, backend))  # inside the image with slurm.container
     else:
         built = datacache.wait(path, data_wait_s(), attempt)
     return replace(config, data_output_dir=str(built))
