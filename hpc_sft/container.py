@@ -253,3 +253,28 @@ def training_mounts(config, worker_dir: str) -> tuple[str, ...]:
 
 def shown(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def check_lines(container: Container) -> list[str]:
+    """Shell lines for the batch script (after slurm.setup, which may load the runtime): stop at once, with the
+    reason, where the runtime is missing on the node."""
+    if container.runtime == "apptainer":
+        return ['command -v apptainer >/dev/null || { echo "hpc-sft: slurm.container: apptainer is not on PATH on '
+                '$(hostname) (add e.g. \'module load apptainer\' to slurm.setup)" >&2; exit 1; }']
+    return ['srun --help 2>&1 | grep -q -- --container-image || { echo "hpc-sft: slurm.container: srun on '
+            '$(hostname) has no --container-image (the pyxis plugin is not installed)" >&2; exit 1; }']
+
+
+def describe(container: Container, mounts: Sequence[str], executable: str) -> list[str]:
+    """The dry run's and the rendered script's container lines: the exact wrapper each node puts around node 0's
+    tokenization and torchrun; the launch's own variables (known on the node) are named, not valued."""
+    host = Host(executable, hostname="<this node>", resolver="<resolver>")
+    argv, _ = wrap(container, ["COMMAND..."], {}, mounts, host)
+    return ["training runs in the image; the node task (scontrol, status records, the hang watchdog) stays on the host",
+            "each node starts node 0's tokenization (python3 -m hpc_sft.in_image) and torchrun as:",
+            "  " + shown(argv).replace("'COMMAND...'", "COMMAND..."),
+            "  plus, for each process, the variables the launch sets (PYTHONPATH = the worker shim, HPC_SFT_*, "
+            "ACCELERATE_USE_CPU, OMP_NUM_THREADS, CHECKPOINT_TRIGGER_FILENAME, PET_SIGNALS_TO_HANDLE) and the "
+            f"host's {', '.join(p + '*' for p in PASS_PREFIXES[:8])}, ... ("
+            + ("--env NAME=VALUE" if container.runtime == "apptainer" else "named in --container-env") + "); "
+            "each node's log has the exact line ('in container: ...')"]

@@ -26,7 +26,18 @@ def recipe_markdown() -> str:
     for f in dataclasses.fields(SlurmOptions):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"| `{f.name}` | `{default!r}` | {DOCS[f.name]} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + container_markdown()) + "\n"
+
+
+def container_markdown() -> list[str]:
+    """[slurm.container] from the container module's KEYS table."""
+    from .container import KEYS
+
+    return ["", "## [slurm.container]", "", "Optional: training runs inside this image, the node task stays on the "
+            "host (see [containers.md](containers.md)). `runtime` and `image` are required.", "",
+            "```toml", "[slurm.container]", 'runtime = "apptainer"', 'image = "/shared/images/sft.sif"',
+            'mounts = ["/shared", "/scratch/data:/data"]', 'env = { HF_HOME = "/shared/hf" }', "```", "",
+            "| key | meaning |", "|---|---|", *(f"| `{key}` | {doc} |" for key, doc in KEYS.items())]
 
 
 def cli_markdown() -> str:

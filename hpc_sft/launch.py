@@ -69,6 +69,12 @@ def launch_container(config) -> Optional[Container]:
     if wanted is None:
         return None
     mounts = containers.training_mounts(config, str(WORKER_DIR))
+    for path in mounts:
+        if "," in path or ":" in path:  # both runtimes split their mount lists there
+            from .errors import ConfigError
+
+            raise ConfigError("slurm.container", f"{path!r} must be mounted into the image, but a path with ',' "
+                              "or ':' cannot be", "rename it, or train without a container")
     return replace(wanted, mounts=tuple(dict.fromkeys([*mounts, *wanted.mounts])))
 
 

@@ -146,7 +146,8 @@ def test_golden_dry_run_and_render_with_container(tmp_path, runtime):
     rendered = CliRunner().invoke(main, ["render", str(recipe)])
     assert rendered.exit_code == 0, rendered.output
     text = normalise(rendered.output, folder).replace(str(WORKER_DIR), "<WORKER_DIR>")
-    check_golden(f"render-{runtime}.sbatch", text)
+    head, _, rest = text.partition("<<'HPC_SFT_CONFIG'\n")  # the config itself: tests/golden/render.sbatch
+    check_golden(f"render-{runtime}.sbatch", head + "<<'HPC_SFT_CONFIG'\n" + rest.split("\n", 1)[1])
     (tmp_path / "job.sbatch").write_text(rendered.output)
     subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")], check=True)
     dry = CliRunner().invoke(main, ["submit", str(recipe), "--dry-run"])
