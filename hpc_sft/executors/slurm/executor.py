@@ -40,6 +40,10 @@ def sbatch_parameters(config) -> dict[str, Any]:
                 "constraint": opts.constraint, "cpus_per_task": opts.cpus_per_task, "mem": opts.mem,
                 "gpus_per_node": opts.gpus_per_node or None, "exclusive": opts.exclusive or None}
     params.update({k: v for k, v in optional.items() if v is not None})
+    if opts.container is not None:  # after the user's setup, which may load the runtime
+        from ...container import check_lines
+
+        params["setup"] += check_lines(opts.container)
     return params
 
 
@@ -75,7 +79,16 @@ class SlurmPlan:
         """The dry run's text: the exact sbatch script and the per-node launch plan."""
         lines = ["# sbatch script (submitted through submitit; %j is the job id)", self.sbatch_script(),
                  "# per-node launch plan (each node derives this from its SLURM_* environment)"]
-        return "\n".join(lines + [json.dumps(node) for node in self.node_plan()])
+        lines += [json.dumps(node) for node in self.node_plan()]
+        return "\n".join(lines + [f"# container: {line}" for line in self.container_lines()])
+
+    def container_lines(self) -> list[str]:
+        """slurm.container: how each node wraps its training processes (none without a container)."""
+        from ...container import describe
+        from ...launch import launch_container
+
+        wanted = launch_container(self.config)
+        return [] if wanted is None else describe(wanted, (), self.python)
 
 
 CLUSTER_CHECK = "cluster: partition, node count, MaxTime, GraceTime vs measured save"
