@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# cluster.sh -- a real multi-node Slurm 22.05 test cluster on one Debian 12 machine.
+# cluster.sh -- a real multi-node Slurm test cluster on one Debian 12 machine: Slurm 22.05 from
+# bookworm's packages (default), or `--slurm 24.11` from a Debian trixie root filesystem that
+# `install --slurm 24.11` builds once (daemons and clients then run chrooted into it).
 #
 # Layout: the controller side (munged, MariaDB, slurmdbd, slurmctld) runs in the
 # root network namespace behind a bridge (CTL_ADDR, default 10.200.0.1/24); every
@@ -20,11 +22,16 @@ NODES=4
 MAX_NODES=64
 NET=${HPC_SFT_SLURM_NET:-10.200.0}            # first three octets of the private /24
 CTL_ADDR=$NET.1
-CTL_NAME=hsft-ctl                             # controller's hostname inside its UTS namespace
-BRIDGE=hsft-br0
-NS_PREFIX=hsft-                               # netns names: hsft-node1 ..
-VETH_PREFIX=hsftv                             # host-side veths: hsftv1 ..
+# One prefix names every machine-wide object, so a second cluster (other prefix, ROOT, NET and ports) can run
+# beside the default one. Default "hsft": hsft-ctl, hsft-br0, hsft-node1.., hsftv1.., cluster hpcsft.
+PREFIX=${HPC_SFT_SLURM_PREFIX:-hsft}
+[[ $PREFIX =~ ^[a-z][a-z0-9]{0,7}$ ]] || { echo "[cluster.sh] ERROR: HPC_SFT_SLURM_PREFIX must be 1-8 of [a-z0-9], starting with a letter" >&2; exit 1; }
+CTL_NAME=$PREFIX-ctl                          # controller's hostname inside its UTS namespace
+BRIDGE=$PREFIX-br0
+NS_PREFIX=$PREFIX-                            # netns names: hsft-node1 ..
+VETH_PREFIX=${PREFIX}v                        # host-side veths: hsftv1 ..
 CLUSTER=hpcsft
+[[ $PREFIX == hsft ]] || CLUSTER=hpcsft$PREFIX
 CTLD_PORT=${HPC_SFT_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${HPC_SFT_SLURM_SLURMD_PORT:-6818}
 DBD_PORT=${HPC_SFT_SLURM_DBD_PORT:-6819}
@@ -34,6 +41,23 @@ DB_PASS=hpcsft-test-only
 GRACE_TIME=${HPC_SFT_SLURM_GRACE_TIME:-30}    # seconds between the preemption signal and TERM
 WAIT_S=${HPC_SFT_SLURM_WAIT_S:-60}            # bound for every wait loop in `up`
 LOCK_FILE=/tmp/hpc-sft-slurm.lock             # serialises up/down (e.g. pytest-xdist workers)
+[[ $PREFIX == hsft ]] || LOCK_FILE=/tmp/hpc-sft-slurm-$PREFIX.lock
+# Slurm version: 22.05 = bookworm's packages on this machine; 24.11 = Debian trixie's, in FS_ROOT (chroot).
+SLURM_VERSION=${HPC_SFT_SLURM_VERSION:-}      # empty: 22.05 for up/install, else what ROOT/state records
+VERSIONS="22.05 24.11"
+FS_ROOT=${HPC_SFT_SLURM_FS_ROOT:-/var/cache/hpc-sft/trixie-slurm24.11}
+FS_MIRROR=${HPC_SFT_SLURM_FS_MIRROR:-http://deb.debian.org/debian}
+FS_SUITE=trixie
+FS_MARK=etc/hpc-sft-slurm-root-fs             # in FS_ROOT: its package list; "inside it" for the wrappers
+# What the trixie root holds: Slurm 24.11 + munge + MariaDB + Lua 5.1 (job_submit/lua), and the shared
+# libraries that the machine's own Python (/root/.pyenv, the project's venv, torch) needs when a job runs it there.
+FS_PACKAGES=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server mariadb-client liblua5.1-0 procps
+    libssl3t64 libreadline8t64 libncursesw6 libsqlite3-0 libffi8 libgomp1 libstdc++6 libtirpc3t64 libnsl2
+    libgssapi-krb5-2 libbz2-1.0 liblzma5 libuuid1 libexpat1 zlib1g)
+# Folders of this machine that jobs and clients see at the same paths inside FS_ROOT.
+FS_SHARED="/dev /proc /sys /tmp /work /root /home /run/netns"
+FS_BUILD_WAIT_S=${HPC_SFT_SLURM_FS_BUILD_WAIT_S:-1200}
+CLIENTS="sbatch squeue scontrol sacct sinfo scancel srun salloc sacctmgr sattach sbcast sdiag sprio sreport sshare sstat strigger"
 LOCK_WAIT_S=300
 DAEMONS="munged mariadbd slurmdbd slurmctld slurmd slurmstepd"
 OWNER_TAG=hpc-sft-slurm                       # bridge alias prefix: marks what we created
@@ -47,15 +71,19 @@ die() { log "ERROR: $*"; exit 1; }
 usage() {
     cat <<EOF
 usage: $0 COMMAND [OPTIONS]
-  install                          apt-get install the packages (skips if installed)
-  up [--nodes N] [--root DIR]      start the cluster (idempotent), print ROOT/env.sh
+  install [--slurm V]              apt-get install the packages (skips if installed);
+                                   --slurm 24.11: build the trixie root filesystem (skips if built)
+  up [--nodes N] [--root DIR] [--slurm V]  start the cluster (idempotent), print ROOT/env.sh
   down [--root DIR] [--keep-logs]  stop everything it started, remove ROOT
   status [--root DIR]              exit 0 and print sinfo if up, 1 otherwise
   exec [--root DIR] -- CMD...      run CMD with ROOT/env.sh sourced
   kill-node N [--root DIR]         node N dies: SIGKILL its slurmd and every process on it
   start-node N [--root DIR]        start node N's slurmd again and wait until it is idle
-  can-run                          exit 0 if this machine can run the cluster
+  can-run [--slurm V]              exit 0 if this machine can run the cluster
 ROOT defaults to \$HPC_SFT_SLURM_ROOT or /tmp/hpc-sft-slurm; N defaults to 4.
+V (Slurm version): 22.05 (default, bookworm's packages) or 24.11 (Debian trixie's, in
+$FS_ROOT); default \$HPC_SFT_SLURM_VERSION, else 22.05 for install/up/can-run and
+the running cluster's version for the other commands.
 EOF
 }
 
@@ -91,7 +119,25 @@ need_root() { [[ $(id -u) == 0 ]] || die "must run as root"; }
 node_ns() { echo "${NS_PREFIX}node$1"; }
 node_addr() { echo "$NET.$((10 + $1))"; }
 
-slurm_env() { export SLURM_CONF=$ROOT/etc/slurm.conf; }
+# slurm_env [VERSION] -- clients for the cluster at ROOT (24.11: ROOT/bin's chroot wrappers first on PATH).
+slurm_env() {
+    export SLURM_CONF=$ROOT/etc/slurm.conf
+    local v=${1:-$SLURM_VERSION}
+    if [[ -n $v && $v != 22.05 && :$PATH: != *":$ROOT/bin:"* ]]; then export PATH=$ROOT/bin:$PATH; fi
+}
+
+# state_version -- the Slurm version of the cluster recorded in ROOT/state (22.05 when none is recorded).
+state_version() {
+    local v=""
+    [[ -r $ROOT/state ]] && v=$(sed -n 's/^slurm=//p' "$ROOT/state")
+    echo "${v:-22.05}"
+}
+
+# IN_FS -- prefix that runs a command from the Slurm version's filesystem (empty for 22.05).
+set_in_fs() {
+    IN_FS=()
+    [[ $SLURM_VERSION == 22.05 ]] || IN_FS=("$ROOT/bin/hsft-chroot")
+}
 
 # ---------------------------------------------------------------- process records
 # ROOT/pids/NAME holds "PID COMM": we only ever signal a pid whose comm still matches.
@@ -157,6 +203,11 @@ view_prefix() {
     VIEW=()
     # nsenter, not `ip netns exec`: the latter remounts /sys and slurmd then dies.
     [[ -z $ns ]] || VIEW=(nsenter --net=/run/netns/"$ns")
+    if [[ $SLURM_VERSION != 22.05 ]]; then
+        # The same view, inside FS_ROOT (hosts and ROOT/etc mounted over its /etc/hosts and /etc/slurm).
+        VIEW+=("$ROOT/bin/hsft-chroot" --host "$host" "$ROOT/etc")
+        return 0
+    fi
     # shellcheck disable=SC2016
     # slave: later mounts of the real system still show up inside; ours never leak out.
     VIEW+=(unshare --uts --mount --propagation slave -- sh -c '
@@ -210,6 +261,7 @@ packages_installed() {
 
 cmd_install() {
     need_root
+    if [[ $SLURM_VERSION != 22.05 ]]; then install_fs; return; fi
     if packages_installed; then log "packages already installed"; return 0; fi
     command -v apt-get >/dev/null || die "apt-get not found (Debian 12 expected)"
     local guard=/usr/sbin/policy-rc.d added=0
@@ -225,6 +277,119 @@ cmd_install() {
     ((added)) && rm -f "$guard"
     ((rc == 0)) || die "apt-get failed (rc=$rc)"
     log "packages installed"
+}
+
+# ---------------------------------------------------------------- the Slurm 24.11 root filesystem
+# A Debian trixie root (mmdebstrap, else debootstrap, from Debian's registry) with Slurm 24.11, munge, MariaDB
+# and Lua, built once into FS_ROOT and reused. Daemons and clients run chrooted into it (ROOT/bin/hsft-chroot)
+# with this machine's /tmp /work /root /home /dev /proc /sys /run/netns mounted at the same paths.
+
+fs_wanted() { printf '%s\n' "suite=$FS_SUITE" "${FS_PACKAGES[@]}"; }
+
+fs_built() { [[ -r $FS_ROOT/$FS_MARK && $(<"$FS_ROOT/$FS_MARK") == "$(fs_wanted)" ]]; }
+
+host_tools_installed() {
+    local p
+    for p in iproute2 util-linux; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
+    done
+}
+
+install_fs() {
+    if fs_built; then log "Slurm $SLURM_VERSION root filesystem already built: $FS_ROOT"; return 0; fi
+    local t0=$SECONDS tool="" tmp b rc=0 includes
+    mkdir -p "$(dirname "$FS_ROOT")"
+    exec 8>>"$FS_ROOT.lock"
+    flock -w "$FS_BUILD_WAIT_S" 8 || die "another build of $FS_ROOT held $FS_ROOT.lock for ${FS_BUILD_WAIT_S}s"
+    if fs_built; then exec 8>&-; log "root filesystem built meanwhile: $FS_ROOT"; return 0; fi
+    if command -v mmdebstrap >/dev/null; then tool=mmdebstrap
+    elif command -v debootstrap >/dev/null; then tool=debootstrap
+    else
+        command -v apt-get >/dev/null || die "cannot build the Slurm $SLURM_VERSION root: no mmdebstrap, debootstrap or apt-get"
+        log "installing mmdebstrap (to build the Debian $FS_SUITE root filesystem)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            mmdebstrap; } >&2 || die "cannot build the Slurm $SLURM_VERSION root: apt-get install mmdebstrap failed"
+        tool=mmdebstrap
+    fi
+    host_tools_installed || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux >&2 ||
+        die "apt-get install iproute2 util-linux failed"; }
+    tmp=$FS_ROOT.build.$$
+    rm -rf "$FS_ROOT".build.*
+    log "building the Debian $FS_SUITE root filesystem with Slurm $SLURM_VERSION into $FS_ROOT ($tool, $FS_MIRROR)"
+    includes=$(IFS=,; echo "${FS_PACKAGES[*]}")
+    if [[ $tool == mmdebstrap ]]; then
+        # mmdebstrap keeps maintainer scripts from starting daemons (munge, MariaDB) while it installs.
+        timeout "$FS_BUILD_WAIT_S" mmdebstrap --variant=apt --include="$includes" \
+            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' "$FS_SUITE" "$tmp" "$FS_MIRROR" >&2 || rc=$?
+    else
+        mkdir -p "$tmp/usr/sbin" && printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d" &&
+            chmod 755 "$tmp/usr/sbin/policy-rc.d"
+        timeout "$FS_BUILD_WAIT_S" debootstrap --variant=minbase --include="$includes" \
+            "$FS_SUITE" "$tmp" "$FS_MIRROR" >&2 || rc=$?
+        rm -f "$tmp/usr/sbin/policy-rc.d"
+    fi
+    if ((rc != 0)); then
+        rm -rf "$tmp"
+        die "cannot build the Slurm $SLURM_VERSION root filesystem: $tool $FS_SUITE from $FS_MIRROR failed (rc=$rc)"
+    fi
+    for b in usr/sbin/slurmctld usr/sbin/slurmd usr/sbin/slurmdbd usr/sbin/munged usr/sbin/mariadbd usr/bin/sbatch \
+        usr/lib/x86_64-linux-gnu/slurm-wlm/job_submit_lua.so; do
+        [[ -e $tmp/$b ]] || { rm -rf "$tmp"; die "the built $FS_SUITE root lacks /$b"; }
+    done
+    for b in $FS_SHARED /etc/slurm; do mkdir -p "$tmp$b"; done
+    touch "$tmp/etc/hosts"
+    fs_wanted >"$tmp/$FS_MARK"
+    if [[ -e $FS_ROOT ]]; then
+        [[ -e $FS_ROOT/$FS_MARK ]] || die "$FS_ROOT exists and was not built by cluster.sh; remove it or set HPC_SFT_SLURM_FS_ROOT"
+        rm -rf "$FS_ROOT"    # an older build of ours, with another package list
+    fi
+    mv "$tmp" "$FS_ROOT"
+    exec 8>&-
+    log "built $FS_ROOT in $((SECONDS - t0))s ($(du -sh "$FS_ROOT" | cut -f1))"
+}
+
+# write_fs_bin -- ROOT/bin: hsft-chroot (run a command inside FS_ROOT, same paths, cwd and environment) and one
+# wrapper per Slurm client. Inside FS_ROOT already (a job calling scontrol), they run /usr/bin/CMD directly.
+write_fs_bin() {
+    local b=$ROOT/bin c
+    mkdir -p "$b"
+    cat >"$b/hsft-chroot" <<EOF
+#!/bin/sh
+# hsft-chroot [--host NAME ETC] CMD... -- written by slurm/cluster.sh up --slurm $SLURM_VERSION.
+# Runs CMD inside the Slurm $SLURM_VERSION root filesystem $FS_ROOT, with this machine's
+# $FS_SHARED at the same paths, the same cwd (/ if it is not there) and environment.
+# --host NAME ETC: own UTS namespace with hostname NAME, ETC/hosts over /etc/hosts, ETC over /etc/slurm;
+# without it, this machine's /etc/hosts over /etc/hosts.
+if [ -e /$FS_MARK ]; then
+    [ "\${1:-}" = --host ] && shift 3
+    exec "\$@"
+fi
+uts=""
+[ "\${1:-}" = --host ] && uts=--uts
+exec unshare \$uts --mount --propagation slave -- /bin/sh -c '
+    T=\$1; shift
+    if [ "\$1" = --host ]; then
+        hostname "\$2" && mount --bind "\$3/hosts" "\$T/etc/hosts" && mount --bind "\$3" "\$T/etc/slurm" || exit 1
+        shift 3
+    else
+        mount --bind /etc/hosts "\$T/etc/hosts" || exit 1
+    fi
+    for d in $FS_SHARED; do
+        [ -d "\$d" ] || continue
+        [ -d "\$T\$d" ] || mkdir -p "\$T\$d" || exit 1
+        mount --rbind "\$d" "\$T\$d" || exit 1
+    done
+    dir=\$PWD
+    [ -d "\$T\$dir" ] || dir=/
+    exec chroot "\$T" /usr/bin/env --chdir="\$dir" "\$@"' sh "$FS_ROOT" "\$@"
+EOF
+    for c in $CLIENTS; do
+        [[ -e $FS_ROOT/usr/bin/$c ]] || continue
+        printf '#!/bin/sh\n# Slurm %s %s (from %s), written by slurm/cluster.sh up.\nexec "%s" /usr/bin/%s "$@"\n' \
+            "$SLURM_VERSION" "$c" "$FS_ROOT" "$b/hsft-chroot" "$c" >"$b/$c"
+    done
+    chmod 755 "$b"/*
 }
 
 cmd_can_run() {
@@ -246,6 +411,15 @@ cmd_can_run() {
         ip link add "${BRIDGE}t" type bridge 2>/dev/null || { echo "cannot run: cannot create a bridge"; return 1; }
         ip link del "${BRIDGE}t"
     fi
+    if [[ $SLURM_VERSION != 22.05 ]]; then
+        fs_built && { echo "ok"; return 0; }
+        if ! command -v mmdebstrap >/dev/null && ! command -v debootstrap >/dev/null && ! command -v apt-get >/dev/null; then
+            echo "cannot run: Slurm $SLURM_VERSION root filesystem not built at $FS_ROOT, and no mmdebstrap, debootstrap or apt-get to build it"
+            return 1
+        fi
+        echo "ok (Slurm $SLURM_VERSION root filesystem not built yet; 'cluster.sh install --slurm $SLURM_VERSION' or 'up' builds $FS_ROOT, ~1 min)"
+        return 0
+    fi
     if ! packages_installed; then
         command -v apt-get >/dev/null || { echo "cannot run: packages missing and no apt-get"; return 1; }
         echo "ok (packages not installed yet; 'cluster.sh install' or 'up' installs them)"
@@ -263,6 +437,7 @@ healthy() {
     n=$(sed -n 's/^nodes=//p' "$ROOT/state")
     [[ -n $n ]] || return 1
     [[ -z $want || $want == "$n" ]] || return 1
+    [[ $(state_version) == "$SLURM_VERSION" ]] || return 1
     for name in munged mariadbd slurmdbd slurmctld; do alive "$name" || return 1; done
     for ((i = 1; i <= n; i++)); do alive "slurmd-node$i" || return 1; done
     slurm_env
@@ -332,30 +507,42 @@ export SLURM_CONF=$ROOT/etc/slurm.conf
 export HPC_SFT_SLURM_ROOT=$ROOT
 export HPC_SFT_SLURM_NODES=$NODES
 EOF
+    [[ $SLURM_VERSION == 22.05 ]] && return 0
+    write_fs_bin
+    # The version's clients (chroot wrappers) first on PATH; PATH is expanded where env.sh is read.
+    cat >>"$ROOT/env.sh" <<EOF
+export HPC_SFT_SLURM_VERSION=$SLURM_VERSION
+export HPC_SFT_SLURM_PREFIX=$PREFIX
+export PATH="$ROOT/bin:\$PATH"
+EOF
 }
 
 start_munge() {
     local m=$ROOT/munge
-    mungekey -c -k "$m/munge.key" >>"$ROOT/log/munged.log" 2>&1 || die "mungekey failed (logs: $ROOT/log)"
+    set_in_fs
+    "${IN_FS[@]}" mungekey -c -k "$m/munge.key" >>"$ROOT/log/munged.log" 2>&1 || die "mungekey failed (logs: $ROOT/log)"
     chmod 600 "$m/munge.key"
-    spawn munged munged "$ROOT/log/munged.out" munged -F --force --socket="$m/munge.socket.2" \
+    spawn munged munged "$ROOT/log/munged.out" "${IN_FS[@]}" munged -F --force --socket="$m/munge.socket.2" \
         --key-file="$m/munge.key" --log-file="$ROOT/log/munged.log" --pid-file="$ROOT/run/munged.pid" \
         --seed-file="$m/munged.seed"
     wait_for "munged socket" "$WAIT_S" test -S "$m/munge.socket.2"
 }
 
-db_sql() { mariadb --no-defaults --socket="$ROOT/db/mysqld.sock" -uroot -e "$1"; }
+db_sql() { "${IN_FS[@]}" mariadb --no-defaults "${DB_EXTRA[@]}" --socket="$ROOT/db/mysqld.sock" -uroot -e "$1"; }
 
 start_mariadb() {
-    mariadb-install-db --no-defaults --user=root --datadir="$ROOT/db/data" --skip-test-db \
+    set_in_fs
+    DB_EXTRA=()
+    [[ $SLURM_VERSION == 22.05 ]] || DB_EXTRA=(--skip-ssl)
+    "${IN_FS[@]}" mariadb-install-db --no-defaults --user=root --datadir="$ROOT/db/data" --skip-test-db \
         --auth-root-authentication-method=socket >>"$ROOT/log/mariadb-install.log" 2>&1 ||
         die "mariadb-install-db failed (log: $ROOT/log/mariadb-install.log)"
     # Throwaway database: no binlog, no fsync; TCP only on 127.0.0.1 (pool 128M: slurmdbd warns if less).
-    spawn mariadbd mariadbd "$ROOT/log/mariadbd.out" mariadbd --no-defaults --user=root \
+    spawn mariadbd mariadbd "$ROOT/log/mariadbd.out" "${IN_FS[@]}" mariadbd --no-defaults --user=root \
         --datadir="$ROOT/db/data" --socket="$ROOT/db/mysqld.sock" --pid-file="$ROOT/run/mariadbd.pid" \
         --log-error="$ROOT/log/mariadbd.log" --bind-address=127.0.0.1 --port="$DB_PORT" \
         --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 \
-        --innodb-doublewrite=0 --innodb-lock-wait-timeout=900
+        --innodb-doublewrite=0 --innodb-lock-wait-timeout=900 "${DB_EXTRA[@]}"
     wait_for "MariaDB" "$WAIT_S" db_sql 'SELECT 1'
     db_sql "CREATE USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
             GRANT ALL ON slurm_acct_db.* TO '$DB_USER'@'127.0.0.1';" || die "MariaDB user setup failed"
@@ -427,6 +614,8 @@ parse_common() {   # sets NODES / ROOT / KEEP_LOGS / REST from "$@"
         --root) ROOT=${2:?--root needs a value}; shift 2 ;;
         --root=*) ROOT=${1#*=}; shift ;;
         --keep-logs) KEEP_LOGS=1; shift ;;
+        --slurm) SLURM_VERSION=${2:?--slurm needs a value}; shift 2 ;;
+        --slurm=*) SLURM_VERSION=${1#*=}; shift ;;
         --) shift; REST=("$@"); break ;;
         -*) die "unknown option: $1" ;;
         *) REST=("$@"); break ;;
@@ -457,7 +646,9 @@ cmd_up() {
         log "found a partial or different cluster; tearing it down first"
         do_down 0
     fi
-    packages_installed || cmd_install
+    if [[ $SLURM_VERSION == 22.05 ]]; then packages_installed || cmd_install
+    else fs_built && host_tools_installed || cmd_install
+    fi
     check_subnet_free
     log "starting $NODES nodes under $ROOT"
     make_layout
@@ -471,6 +662,7 @@ cmd_up() {
     start_slurmctld
     start_slurmds
     echo "nodes=$NODES" >"$ROOT/state"
+    [[ $SLURM_VERSION == 22.05 ]] || echo "slurm=$SLURM_VERSION" >>"$ROOT/state"
     trap - EXIT
     sinfo
     log "up in $((SECONDS - t0))s; source the env file below"
@@ -502,10 +694,11 @@ network_is_ours() {
 
 # do_down KEEP_LOGS -- stop only what we recorded + what lives in our namespaces.
 do_down() {
-    local keep=$1 pids=() p name ns f mine=1
+    local keep=$1 pids=() p name ns f mine=1 v=$SLURM_VERSION
     network_is_ours || { mine=0; log "network belongs to the cluster at $(bridge_owner); leaving it alone"; }
+    [[ -r $ROOT/state ]] && v=$(state_version)
     if [[ -r $ROOT/etc/slurm.conf ]] && alive slurmctld; then
-        slurm_env
+        slurm_env "$v"
         # Cancel everything so slurmctld does not keep requeueing while we stop it.
         timeout 5 scancel --quiet --user=root 2>/dev/null || true
     fi
@@ -615,14 +808,19 @@ main() {
     local cmd=${1:-help}
     (($#)) && shift
     case $cmd in
-    install) cmd_install ;;
-    can-run) cmd_can_run ;;
-    up) parse_common "$@"; [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_up ;;
-    down) parse_common "$@"; [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_down ;;
-    status) parse_common "$@"; cmd_status ;;
-    exec) parse_common "$@"; cmd_exec ;;
-    kill-node) parse_common "$@"; cmd_kill_node ;;
-    start-node) parse_common "$@"; cmd_start_node ;;
+    install | can-run | up) parse_common "$@"; SLURM_VERSION=${SLURM_VERSION:-22.05} ;;
+    down | status | exec | kill-node | start-node) parse_common "$@"; SLURM_VERSION=${SLURM_VERSION:-$(state_version)} ;;
+    esac
+    [[ -z $SLURM_VERSION || " $VERSIONS " == *" $SLURM_VERSION "* ]] || die "--slurm must be one of: $VERSIONS"
+    case $cmd in
+    install) [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_install ;;
+    can-run) [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_can_run ;;
+    up) [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_up ;;
+    down) [[ ${#REST[@]} == 0 ]] || die "unexpected argument: ${REST[0]}"; cmd_down ;;
+    status) cmd_status ;;
+    exec) cmd_exec ;;
+    kill-node) cmd_kill_node ;;
+    start-node) cmd_start_node ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;
     esac
