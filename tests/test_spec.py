@@ -18,7 +18,7 @@ def test_signature_is_seed_plus_hpc_parameters():
     params = inspect.signature(hpc_sft.sft).parameters
     names = list(params)
     assert names == SEED + ["executor", "slurm", "sweep", "device", "settings_changed", "full_state_every_min",
-                            "keep_full_states", "backend_kwargs"]
+                            "keep_full_states", "tracking", "backend_kwargs"]
     assert params["backend_kwargs"].kind is inspect.Parameter.VAR_KEYWORD
     for name in SEED[:3]:
         assert params[name].default is inspect.Parameter.empty

@@ -4,7 +4,7 @@ import os
 import sys
 
 _FEATURE_VARS = ("HPC_SFT_CPU", "HPC_SFT_PARAM_DIGEST_DIR", "HPC_SFT_EXACT_RESUME", "HPC_SFT_EQUAL_MINIBATCHES",
-                 "HPC_SFT_HF_KEYS", "HPC_SFT_BEAT_DIR")
+                 "HPC_SFT_HF_KEYS", "HPC_SFT_BEAT_DIR", "HPC_SFT_TRACKING")
 _WORKER_SCRIPT = "/instructlab/training/main_ds.py"
 
 

@@ -26,6 +26,8 @@ class Backend(ABC):
     pretokenizes: ClassVar[bool] = False
     #: backend fields that do not change what is trained (logging, worker counts): a rerun may change them
     free_kwargs: ClassVar[frozenset[str]] = frozenset()
+    #: experiment trackers the backend's own loggers write to (sft()'s `tracking`; docs/tracking.md)
+    trackers: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
@@ -47,10 +49,27 @@ class Backend(ABC):
 
     @classmethod
     def check_static(cls, config) -> None:
-        """Pure checks of a built config that need no backend import (run on dry runs too)."""
+        """Pure checks of a built config that need no backend import (run on dry runs too). Subclasses call
+        super() (the trackers asked for must be ones this backend supports)."""
+        from ..tracking import check_supported
+
+        check_supported(config.tracking, cls.trackers, cls.name)
 
     def check_values(self, config) -> None:
-        """Full check of backend values against the backend's own classes (may import it; not on dry runs)."""
+        """Full check of backend values against the backend's own classes (may import it; not on dry runs).
+        Subclasses call super() (the packages of the trackers asked for are installed)."""
+        from ..tracking import check_installed
+
+        check_installed(config.tracking)
+
+    def tracking_env(self, config) -> dict[str, str]:
+        """Environment variables for this run's training processes that make the trackers asked for continue
+        one run across requeues (only those the user has not set; creates the W&B run id on the first start).
+        Compute side, before training starts; ConfigError (with the pip command) when a package is missing."""
+        from .. import tracking
+
+        tracking.check_installed(config.tracking)
+        return tracking.env(config.tracking, config.ckpt_output_dir)
 
     @abstractmethod
     def execute_training(self, config, launch) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional, Union
 
 from ..registry import EXECUTORS
+from ..tracking import CHOICES as TRACKING_CHOICES
 
 # kind -> (python types accepted, annotation shown in the signature)
 KINDS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -19,6 +20,7 @@ KINDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "id": ((int, str), Optional[Union[int, str]]),
     "slurm": ((dict, object), Optional[Any]),
     "sweep": ((dict,), Optional[dict]),
+    "trackers": ((str, list, tuple), Optional[Union[str, list]]),
 }
 
 
@@ -99,6 +101,11 @@ PARAMS: tuple[Param, ...] = (
     P("keep_full_states", "int", "Full training states kept for resume, newest first (0: every one). An older "
       "state is deleted only after a newer one is complete and verified.", "Checkpointing", default=1,
       bound="nonneg", own=True),
+    P("tracking", "trackers", "Experiment tracking through the backend's own loggers: 'tensorboard', 'wandb', "
+      "or a list of both (None/'none': off). One run across requeues and resumes: TensorBoard events in "
+      "{ckpt_output_dir}/tensorboard, steps continuing; W&B offline by default with one run id kept in "
+      "ckpt_output_dir, `wandb sync` from the login node (docs/tracking.md).", "hpc-sft",
+      choices=TRACKING_CHOICES, own=True),
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 KWARGS_NAME = "backend_kwargs"

@@ -16,6 +16,7 @@ STATUS_FILE = "hpc_sft_status.json"  # the status record: stops, outcome (rundir
 SETTINGS_FILE = "hpc_sft_settings.json"  # the settings a run trained with (rundir.settings)
 LOCK_FILE = ".hpc_sft.lock"  # which job trains into this directory (rundir.lock)
 LOCAL_LOG = "hpc_sft_local.log"  # a local run's console output, appended across runs (console)
+WANDB_RUN_ID_FILE = "hpc_sft_wandb_run_id"  # the W&B run every start of this run continues (tracking)
 
 # ---- written by the training backends
 METRICS_FILE = "training_params_and_metrics_global0.jsonl"  # per-step metrics of rank 0 (every backend)
@@ -25,6 +26,8 @@ FULL_STATE = "full_state"  # instructlab-training: full_state/epoch_E
 QUARANTINE = "quarantine"  # instructlab-training: torn full states moved aside
 TRAINER_CHECKPOINTS = "checkpoint-*"  # trl: checkpoint-N
 PROGRESS = (FULL_STATE, HF_FORMAT, TRAINER_CHECKPOINTS)  # anything a resume would start from
+TENSORBOARD_DIR = "tensorboard"  # tracking: the backends' TensorBoard events of the whole run, one folder
+WANDB_DIR = "wandb"  # tracking: wandb's own folder (offline-run-*-ID/ per start, one run id)
 SAMPLES_RE = re.compile(r"^samples_(\d+)$")
 
 

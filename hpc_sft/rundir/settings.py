@@ -14,7 +14,7 @@ from .layout import PROGRESS, SETTINGS_FILE
 FREE = frozenset({"data_output_dir", "save_samples", "checkpoint_at_epoch", "accelerate_full_state_at_epoch",
                   "nproc_per_node", "nnodes", "node_rank", "rdzv_id", "rdzv_endpoint", "executor", "slurm",
                   "device", "settings_changed", "data_path", "model_path",
-                  "full_state_every_min", "keep_full_states"})
+                  "full_state_every_min", "keep_full_states", "tracking"})
 SAMPLE = 1 << 20  # bytes read from each end of the data file for its fingerprint
 
 

@@ -32,6 +32,10 @@ def activate() -> None:
         from hpc_sft_shim import periodic
 
         periodic.install()
+    if flag("HPC_SFT_TRACKING"):
+        from hpc_sft_shim import tracking
+
+        tracking.install()
     if os.environ.get("HPC_SFT_BEAT_DIR"):
         from hpc_sft_shim import beats
 

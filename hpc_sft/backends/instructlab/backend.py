@@ -11,6 +11,7 @@ from ..._worker.hpc_sft_shim import saves
 from ...errors import ConfigError, TrainingError
 from ...launch import Launch, worker_env
 from ...rundir.layout import node_log
+from ...tracking import tensorboard_dir, trackers as tracker_names
 from ..base import Backend
 
 
@@ -47,6 +48,7 @@ class InstructLabTrainingSFTBackend(Backend):
                 "learning_rate": 1e-5}
     aliases = {"max_batch_len": "max_tokens_per_gpu", "pretraining_config": "is_pretraining and block_size"}
     pretokenizes = True
+    trackers = ("tensorboard", "wandb")  # its logger.py: TensorBoardHandler, WandbHandler
     free_kwargs = frozenset({
         "data_process_num_cpu_procs", "log_level", "keep_last_checkpoint_only", "mlflow_tracking_uri",
         "mlflow_experiment_name", "mlflow_run_name", "wandb_project", "wandb_entity", "wandb_run_name",
@@ -55,6 +57,7 @@ class InstructLabTrainingSFTBackend(Backend):
     @classmethod
     def check_static(cls, config) -> None:
         """Batch arithmetic instructlab-training would only refuse on the compute node; pure (dry runs too)."""
+        super().check_static(config)
         seq, tokens = config.max_seq_len, config.max_tokens_per_gpu
         if seq is not None and tokens is not None and seq > tokens:
             raise ConfigError("max_seq_len", f"{seq} is larger than max_tokens_per_gpu={tokens}: one sample of "
@@ -71,6 +74,7 @@ class InstructLabTrainingSFTBackend(Backend):
 
     def check_values(self, config) -> None:
         """Build the real TrainingArgs once, so a bad backend value fails before anything is queued."""
+        super().check_values(config)
         if config.device == "cpu" and (config.backend_kwargs.get("validation_split") or 0) > 0:
             raise ConfigError("validation_split", "needs CUDA in instructlab-training 0.16.2 (its validation loss "
                               "runs on cuda)", "drop validation_split on CPU")
@@ -105,7 +109,8 @@ class InstructLabTrainingSFTBackend(Backend):
         argv = command.torchrun_command(torch_args, args)
         launcher.say(f"{command.LOGGED_AS} {command.redacted(argv)}")
         env = {**os.environ, **training_env(launch), **saves.env_for(config.full_state_every_min,
-                                                                      config.keep_full_states)}
+                                                                      config.keep_full_states),
+               **self.tracking_env(config)}
         log = ckpt / node_log(launch.node_rank)
         code, self.stop_signal = launcher.run(argv, env, log, args.on_demand_checkpointing)
         launcher.say(exit_words(code, None))
@@ -170,6 +175,8 @@ def map_args(config, launch) -> tuple[dict[str, Any], dict[str, Any]]:
         torch_kw.update(master_addr=launch.master_addr, master_port=launch.master_port)
     train = {dst: getattr(config, src) for src, dst in DIRECT.items() if getattr(config, src) is not None}
     train["data_output_dir"] = data_output_dir(config)
+    if "tensorboard" in tracker_names(config.tracking):  # W&B: through the environment (tracking_env)
+        train["tensorboard_log_dir"] = str(tensorboard_dir(config.ckpt_output_dir))
     if config.is_pretraining:
         train["pretraining_config"] = {"block_size": config.block_size,
                                        "document_column_name": config.document_column_name or "document"}

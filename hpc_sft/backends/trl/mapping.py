@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from ...errors import ConfigError
 from ...launch import Launch
+from ...tracking import trackers
 
 # trl.SFTConfig init fields of trl 1.16.0 (a test compares this with the real class).
 SFTCONFIG_FIELDS = frozenset({
@@ -98,7 +99,7 @@ def map_args(config, launch) -> dict[str, Any]:
         "max_length": config.max_seq_len,
         "logging_strategy": "steps",
         "logging_steps": 1,
-        "report_to": "none",
+        "report_to": list(trackers(config.tracking)) or "none",  # a report_to kwarg replaces it (check_tracking)
         "disable_tqdm": True,
     }
     if config.warmup_steps is not None:
@@ -112,6 +113,13 @@ def map_args(config, launch) -> dict[str, Any]:
         args["use_cpu"] = True  # under torchrun this makes accelerate MULTI_CPU: DDP over gloo
     args.update({k: v for k, v in config.backend_kwargs.items() if k not in LORA_FIELDS})
     return args
+
+
+def check_tracking(config) -> None:
+    """sft()'s tracking and SFTConfig's report_to name the same thing: one of them. Pure."""
+    if trackers(config.tracking) and config.backend_kwargs.get("report_to") is not None:
+        raise ConfigError("report_to", f"is set and so is tracking={config.tracking!r}; both choose the loggers",
+                          "use tracking (one run across requeues, docs/tracking.md), or drop it and pass report_to")
 
 
 def lora_args(config) -> Optional[dict[str, Any]]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from ... import signals
+from ... import signals, tracking
 from ..._worker.hpc_sft_shim import beats, faults, saves
 from ..._worker.hpc_sft_shim.resume import barrier
 from ...rundir.layout import HF_FORMAT, METRICS_FILE
@@ -129,8 +129,50 @@ def hpc_sft_callback(config):
     return type("HpcSftCallback", (CallbackHooks, TrainerCallback), {})(config)
 
 
+def tracking_env(config) -> dict[str, str]:
+    """tracking.env plus transformers' TensorBoardCallback folder: the run's one TensorBoard folder."""
+    tracking.check_installed(config.tracking)
+    env = tracking.env(config.tracking, config.ckpt_output_dir)
+    if "tensorboard" in tracking.trackers(config.tracking) and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        env["TENSORBOARD_LOGGING_DIR"] = str(tracking.tensorboard_dir(config.ckpt_output_dir))
+    return env
+
+
+def continue_tensorboard(trainer, resume: Optional[Path]) -> None:
+    """Resuming from checkpoint-N: the TensorBoard writer purges steps > N a crash left behind (they are
+    trained again now) instead of doubling them; the steps themselves go on from N (trainer state)."""
+    from transformers.integrations import TensorBoardCallback
+
+    if resume is None or not trainer.is_world_process_zero():
+        return
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.tb_writer is None and callback.logging_dir:
+            step = int(resume.name.rsplit("-", 1)[1])
+            callback.tb_writer = callback._SummaryWriter(log_dir=callback.logging_dir, purge_step=step + 1)
+
+
+def finish_wandb(run_id: Optional[str]) -> None:
+    """End this run's W&B run in this process (its offline files complete; a later start resumes it)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if run_id and wandb is not None and wandb.run is not None and wandb.run.id == run_id:
+        wandb.finish()
+
+
 def train(config, launch, callbacks=()) -> None:
-    """One SFTTrainer run in this process (also each torchrun worker's body)."""
+    """One SFTTrainer run in this process (also each torchrun worker's body), with the trackers of
+    config.tracking continuing the run's one TensorBoard folder and W&B run."""
+    env = tracking_env(config)
+    with tracking.environment(env):
+        try:
+            train_here(config, launch, callbacks)
+        finally:
+            if "wandb" in tracking.trackers(config.tracking):
+                finish_wandb(os.environ.get("WANDB_RUN_ID"))
+
+
+def train_here(config, launch, callbacks=()) -> None:
     from datasets import load_dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -152,6 +194,7 @@ def train(config, launch, callbacks=()) -> None:
     resume = latest_complete_checkpoint(args.output_dir)
     if resume is not None and trainer.is_world_process_zero():
         log.warning(f"trl: resuming from {resume}")
+    continue_tensorboard(trainer, resume)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     if trainer.state.global_step >= trainer.state.max_steps:
         save_final(trainer, config, lora is not None)
