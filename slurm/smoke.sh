@@ -2,10 +2,11 @@
 # smoke.sh -- check a running test cluster end to end from the ordinary root shell.
 #
 # usage: slurm/smoke.sh [--root DIR] [--skip-preempt]
-# Needs `slurm/cluster.sh up` first (4 nodes). Uses only SLURM_CONF from ROOT/env.sh.
+# Needs `slurm/cluster.sh up` first (4 nodes). Uses only ROOT/env.sh (SLURM_CONF; PATH for 24.11).
 # Checks: 2-node job (hostnames, SLURM_NODEID, node name resolution), sacct,
 # TCP from node2 to node1, requeue from inside a job, preemption of a `main` job
-# by a `high` job with the job's --signal delivered, shared filesystem, the venv.
+# by a `high` job with the job's --signal delivered (Restarts=1), a `noreq` job whose requeue is refused
+# (job_submit.lua), shared filesystem, the venv. Works on both Slurm versions (22.05, 24.11: env.sh says which).
 set -euo pipefail
 
 ROOT=${HPC_SFT_SLURM_ROOT:-/tmp/hpc-sft-slurm}
@@ -124,10 +125,28 @@ EOF
     if wait_for_text "pre-$jid.out" 'got USR2' 20; then ok "preempted job $jid got USR2 after $(since "$t0")s"; else bad "no USR2"; fi
     if wait_for_text "pre-$jid.out" 'restart=1' 120; then
         ok "preempted job $jid requeued and running again after $(since "$t0")s"
+        local restarts
+        restarts=$(scontrol show job -o "$jid" | grep -o 'Restarts=[0-9]*')
+        [[ $restarts == Restarts=1 ]] && ok "preempted job $jid: $restarts" || bad "preempted job $jid: $restarts"
     else
         bad "preempted job not rerun: $(cat "pre-$jid.out")"
     fi
     wait_gone "$hj" 30 && grep -q 'high ran' "high-$hj.out" && ok "high job $hj ran" || bad "high job $hj"
+    scancel "$jid"
+}
+
+check_noreq() {
+    local jid out end=$((SECONDS + 30))
+    jid=$(sbatch --parsable -p noreq -o /dev/null --wrap 'sleep 60')
+    until [[ $(squeue -h -j "$jid" -o %T 2>/dev/null) == RUNNING ]]; do
+        ((SECONDS < end)) || { bad "noreq job $jid did not start"; scancel "$jid"; return; }
+        sleep 0.2
+    done
+    if out=$(scontrol requeue "$jid" 2>&1); then
+        bad "noreq job $jid: scontrol requeue was accepted"
+    else
+        ok "noreq job $jid: scontrol requeue refused ($(tr '\n' ' ' <<<"$out" | sed 's/ *$//'); $(scontrol show job -o "$jid" | grep -o 'Requeue=[0-9]'))"
+    fi
     scancel "$jid"
 }
 
@@ -146,6 +165,7 @@ check_two_node_job
 check_tcp
 check_fs_and_venv
 check_requeue
+check_noreq
 ((PREEMPT)) && check_preempt
 rm -rf "$WORK"
 ((FAILED == 0)) && echo "smoke: all ok" || { echo "smoke: FAILED"; exit 1; }
