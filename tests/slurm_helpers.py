@@ -79,12 +79,14 @@ def worker_pid(ckpt, node_rank: int):
 
 
 def slurm_env_file(path: Path) -> dict:
-    """`export K=V` lines of the cluster's env.sh."""
+    """`export K=V` lines of the cluster's env.sh, `$VAR` expanded from the environment as the shell would
+    (24.11's env.sh has `export PATH="ROOT/bin:$PATH"`: its chroot client wrappers first)."""
+    import os
     import shlex
 
     env = {}
     for line in path.read_text().splitlines():
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
+            env[key] = os.path.expandvars(shlex.split(value)[0]) if value else ""
     return env
