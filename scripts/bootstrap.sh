@@ -18,5 +18,5 @@ if ! python -c 'import torch' 2>/dev/null; then
     python -m pip install -q torch==2.13.0
   fi
 fi
-python -m pip install -q -e '.[dev,trl,plot]'
+python -m pip install -q -e '.[dev,trl,plot,track]'
 echo "bootstrap: $(python -c 'import torch, instructlab.training, submitit; print("torch", torch.__version__, "| submitit", submitit.__version__)')"

@@ -111,3 +111,22 @@ def test_the_parent_never_imports_the_training_module():
             "print(sorted(m for m in ('torch', 'transformers', 'instructlab.training') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_tracking_command_is_the_one_run_training_builds(tmp_path, monkeypatch, caplog):
+    """sft(tracking=...) maps to instructlab-training's own TensorBoard logger flag (W&B: its environment)."""
+    from hpc_sft.backends.instructlab.backend import map_args
+    from hpc_sft.config.validate import build_config, split_values
+    from hpc_sft.launch import Launch
+    from hpc_sft.tiny import fast_cpu_kwargs
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                                      '{"role": "assistant", "content": "hello"}]}\n')
+    config = build_config(*split_values(fast_cpu_kwargs(tmp_path / "model", tmp_path / "d.jsonl", tmp_path / "ckpt",
+                                                         tracking=["tensorboard", "wandb"])))
+    torch_kw, train_kw = map_args(config, Launch(nproc_per_node=1, device="cpu", process_data=False))
+    ours = command.torchrun_command(*command.build_args(torch_kw, train_kw))
+    assert f"--tensorboard_log_dir={tmp_path / 'ckpt' / 'tensorboard'}" in ours
+    assert command.redacted(ours) == logged_by_run_training(torch_kw, train_kw, monkeypatch, caplog)
