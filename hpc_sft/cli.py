@@ -75,6 +75,10 @@ def submit(recipe: str, dry_run: bool, overrides: tuple[str, ...], verbose: bool
     click.echo(f"submitted job {outcome.job_id} ({outcome.nodes} node(s))")
     click.echo(f"logs:   {outcome.folder}")
     click.echo(f"follow: hpc-sft logs {outcome.job_id} --follow   |   hpc-sft status {outcome.job_id}")
+    if getattr(outcome, "requeue_allowed", None) is False:
+        click.echo(f"note:   this site clears --requeue on job {outcome.job_id}: if it is preempted or reaches its "
+                   "time limit, hpc-sft continues the run as a new job (status, logs and cancel follow it under "
+                   f"{outcome.job_id})")
 
 
 def echo_sweep(handle) -> None:

@@ -1,4 +1,4 @@
-"""Requeue decisions, pure: (newest state facts, restarts, budget, earlier stops) -> finish | requeue | give up.
+"""Requeue decisions, pure: (newest state facts, restarts, budget, earlier stops) -> finish | requeue | resubmit | give up.
 
 The status record these decisions are written to lives in rundir.status."""
 from __future__ import annotations
@@ -20,7 +20,8 @@ class StateFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "finish" | "requeue" | "give_up" | "stop" (executor='srun': nobody requeues a step)
+    action: str  # "finish" | "requeue" | "resubmit" (the site forbids requeue: a new job continues) | "give_up"
+    # | "stop" (executor='srun': nobody requeues a step; or a chain the user cancelled)
     reason: str
 
 
@@ -38,8 +39,9 @@ def decide_in_step(state: Optional[StateFacts], num_epochs: int, why: str) -> De
 
 
 def decide(state: Optional[StateFacts], num_epochs: int, restarts: int, max_requeues: int,
-           stops: list[dict], why: str) -> Decision:
-    """finish, requeue or give up, from facts on disk, the restart count and earlier stops."""
+           stops: list[dict], why: str, can_requeue: bool = True) -> Decision:
+    """finish, requeue (resubmit where the job cannot be requeued) or give up, from facts on disk, the restart
+    count (requeues and earlier jobs of a resubmit chain) and earlier stops of this run."""
     if finished(state, num_epochs):
         return Decision("finish", "training complete")
     samples = state.samples_seen if state else 0
@@ -50,4 +52,7 @@ def decide(state: Optional[StateFacts], num_epochs: int, restarts: int, max_requ
     if len(earlier) >= 2 and samples <= earlier[-1] <= earlier[-2]:
         return Decision("give_up", with_fix(f"{why}; no progress in the last two runs (stuck at {samples} samples)",
                                             "make the time limit longer than startup + one checkpoint"))
+    if not can_requeue:
+        return Decision("resubmit", f"{why}; this job cannot be requeued (the site clears --requeue): "
+                                    f"a new job resumes from {samples} samples")
     return Decision("requeue", f"{why}; requeueing to resume from {samples} samples")

@@ -15,6 +15,7 @@ from ..result import TrainingResult
 STATUS_FILE = "hpc_sft_status.json"  # the status record: stops, outcome (rundir.status)
 SETTINGS_FILE = "hpc_sft_settings.json"  # the settings a run trained with (rundir.settings)
 LOCK_FILE = ".hpc_sft.lock"  # which job trains into this directory (rundir.lock)
+CANCELLED_FILE = "hpc_sft_cancelled.json"  # resubmit chains the user cancelled: no job of them goes on (rundir.status)
 LOCAL_LOG = "hpc_sft_local.log"  # a local run's console output, appended across runs (console)
 WANDB_RUN_ID_FILE = "hpc_sft_wandb_run_id"  # the W&B run every start of this run continues (tracking)
 

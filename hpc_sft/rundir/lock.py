@@ -73,6 +73,15 @@ def acquire(ckpt_dir: Path, job_id: Optional[str]) -> Path:
     return path
 
 
+def hand_over(ckpt_dir: Path, job_id: str) -> None:
+    """A resubmit chain: the next job of the run owns the directory from now on (it takes the lock over when
+    it starts; until then nobody else may train into it)."""
+    path = Path(ckpt_dir) / LOCK_FILE
+    tmp = path.with_name(f"{LOCK_FILE}.{socket.gethostname()}.{os.getpid()}")
+    tmp.write_text(json.dumps({"job_id": str(job_id), "host": None, "pid": None}))
+    os.replace(tmp, path)
+
+
 def release(ckpt_dir: Path) -> None:
     owner = holder(ckpt_dir)
     if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():

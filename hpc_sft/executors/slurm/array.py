@@ -17,7 +17,7 @@ from ...rundir import lock as ckpt_lock
 from . import check as slurm_check
 from . import client
 from .env import without_outer_job
-from .executor import SlurmPlan, job_folder, preflight, removed_on_failure, sbatch_parameters
+from .executor import SlurmPlan, job_folder, preflight, removed_on_failure, sbatch_parameters, submit_successor
 from .job import SlurmJob
 from .node_task import NodeTask
 
@@ -233,7 +233,7 @@ def _submit_array(array: ArrayPlan, folder: Path, after: Optional[str]) -> list[
     executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=array.shared.config.slurm.max_requeues)
     executor.update_parameters(**array.parameters(after))
     with executor.batch():
-        pending = [executor.submit(NodeTask(config)) for _, config in array.tasks]
+        pending = [executor.submit(NodeTask(config, successor=submit_successor)) for _, config in array.tasks]
     return [SlurmJob(job.job_id, folder / job.job_id, config.slurm.nodes, Path(config.ckpt_output_dir))
             for job, (_, config) in zip(pending, array.tasks)]
 

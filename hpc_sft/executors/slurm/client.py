@@ -50,6 +50,20 @@ def state_from_scontrol(text: str) -> dict:
             "elapsed": job.get("RunTime", "")}
 
 
+def requeue_allowed(text: str) -> bool:
+    """Whether Slurm would requeue the job, from `scontrol show job -o JOB` (Requeue=0 where the site clears
+    --requeue: `scontrol requeue` is refused and preemption cancels it). Pure."""
+    return fields(text).get("Requeue", "1") != "0"
+
+
+def can_requeue(job_id: str) -> bool:
+    """Ask Slurm whether job_id may be requeued (True when it cannot tell: a plain requeue is tried then)."""
+    try:
+        return requeue_allowed(run(["scontrol", "show", "job", "-o", str(job_id)]))
+    except SubmitError:
+        return True
+
+
 def excluded_nodes(text: str) -> list[str]:
     """The hosts a job may not run on, from `scontrol show job -o JOB` (ExcNodeList, expanded). Pure."""
     value = fields(text).get("ExcNodeList", "(null)")

@@ -14,11 +14,12 @@ from typing import Any, Iterator
 from ... import jobs, registry
 from ...errors import ConfigError, SubmitError
 from ...rundir import lock as ckpt_lock
+from ...rundir.status import chain_of
 from .. import Checks, JobState
 from . import check as slurm_check
 from . import client
 from .env import PORT_BASE, PORT_SPAN, without_outer_job
-from .job import SlurmJob, node_log_name
+from .job import SlurmJob, cancel_run, current_job, node_log_name
 from .node_task import NodeTask
 
 
@@ -115,10 +116,16 @@ class SlurmExecutor:
     name = "slurm"
 
     def job_state(self, rec: dict) -> JobState:
-        now = client.slurm_state(rec["job_id"])
+        """The run's state now: its job's, or, where the site forbids requeue, its chain's newest job's."""
+        chain = chain_of(Path(rec["ckpt_output_dir"]), rec["job_id"]) if rec.get("ckpt_output_dir") else [rec["job_id"]]
+        now = client.slurm_state(chain[-1])
+        restarts = (now["restarts"] or 0) + len(chain) - 1 if len(chain) > 1 else now["restarts"]
+        head = f"job {rec['job_id']}" + (f" -> chain of {len(chain)} jobs, now job {chain[-1]}" if len(chain) > 1 else "")
+        extra = {"chain": chain} if len(chain) > 1 else {}
         return JobState(now["state"], now["state"] in client.LIVE_STATES,
-                        f"job {rec['job_id']}: {now['state']}  (restarts: {now['restarts']}, elapsed {now['elapsed']})",
-                        rec["folder"], now["restarts"], now["elapsed"])
+                        f"{head}: {now['state']}  (restarts: {restarts}, elapsed {now['elapsed']})",
+                        str(Path(rec["folder"]).parent / chain[-1]) if len(chain) > 1 else rec["folder"],
+                        restarts, now["elapsed"], extra)
 
     def accounting(self, rec: dict) -> dict:
         """GPU- or CPU-hours used and lost to interruptions, from sacct (`hpc-sft status`; never raises)."""
@@ -127,13 +134,18 @@ class SlurmExecutor:
         if rec.get("tasks"):  # a sweep: every array, each task's attempts matched with its own run directory
             dirs = {task["job_id"]: Path(task["dir"]) for task in rec["tasks"]}
             return accounting.status_block(rec.get("arrays") or [rec["job_id"]], lambda task: dirs[task])
-        return accounting.status_block(rec["job_id"], lambda _task: Path(rec["ckpt_output_dir"]))
+        ckpt = Path(rec["ckpt_output_dir"])  # a resubmit chain: every job of it
+        return accounting.status_block(chain_of(ckpt, rec["job_id"]), lambda _task: ckpt)
 
     def cancel(self, rec: dict) -> str:
-        ids = rec.get("arrays") or [rec["job_id"]]  # a sweep: every job array of it
-        for job_id in ids:
-            client.cancel(job_id)
-        what = f"sweep {rec['job_id']} (job arrays {', '.join(ids)})" if rec.get("arrays") else f"job {ids[0]}"
+        if rec.get("arrays"):  # a sweep: every job array of it
+            ids = rec["arrays"]
+            for job_id in ids:
+                client.cancel(job_id)
+        else:  # the job, and every job of its resubmit chain
+            ids = cancel_run(rec["job_id"], Path(rec["ckpt_output_dir"]) if rec.get("ckpt_output_dir") else None)
+        what = (f"sweep {rec['job_id']} (job arrays {', '.join(ids)})" if rec.get("arrays") else
+                f"job {ids[0]}" + (f" and the jobs continuing it ({', '.join(ids[1:])})" if len(ids) > 1 else ""))
         return f"cancelled {what}; checkpoints stay in {rec['ckpt_output_dir']}"
 
     def log_path(self, rec: dict, node: int, stderr: bool) -> Path:
@@ -142,14 +154,13 @@ class SlurmExecutor:
             raise ConfigError("JOB", f"{rec['job_id']} is a sweep of {len(rec['tasks'])} tasks, each with its own "
                               "logs", f"pass one task's id, e.g. `hpc-sft logs {first}` (`hpc-sft status "
                               f"{rec['job_id']}` lists them)")
-        return Path(rec["folder"]) / node_log_name(rec["job_id"], node, stderr)
+        current = current_job(rec["job_id"], Path(rec["ckpt_output_dir"]) if rec.get("ckpt_output_dir") else None)
+        return Path(rec["folder"]).parent / current / node_log_name(current, node, stderr)
 
     def plan(self, config) -> SlurmPlan:
         return SlurmPlan(config, job_folder(config), sbatch_parameters(config))
 
     def submit(self, plan: SlurmPlan, backend=None) -> SlurmJob:
-        import submitit
-
         problem = slurm_check.client_problem()
         if problem is not None:
             raise SubmitError(f"{problem}. Nothing was queued")
@@ -162,17 +173,34 @@ class SlurmExecutor:
         if backend is not None:
             backend.check_values(plan.config)
         with removed_on_failure(plan.folder), without_outer_job():
-            executor = submitit.SlurmExecutor(folder=plan.folder / "%j",
-                                              max_num_timeout=plan.config.slurm.max_requeues)
-            executor.update_parameters(**plan.parameters)
-            try:
-                job = executor.submit(NodeTask(plan.config))
-            except Exception as exc:  # sbatch's own message says what Slurm refused
-                raise SubmitError(f"sbatch refused the job: {_one_line(exc)}. Nothing was queued",
-                                  "check the [slurm] options (partition, nodes, time)") from None
+            job = queue(plan.folder, plan.config, plan.parameters, NodeTask(plan.config, successor=submit_successor))
         handle = SlurmJob.from_submitit(job, plan)
+        handle.requeue_allowed = client.can_requeue(handle.job_id)
         jobs.record(handle.job_id, handle.folder, handle.nodes, str(ckpt))
         return handle
+
+
+def queue(folder: Path, config, parameters: dict, task) -> Any:
+    """sbatch through submitit: the submitit job, or SubmitError with what Slurm refused."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=config.slurm.max_requeues)
+    executor.update_parameters(**parameters)
+    try:
+        return executor.submit(task)
+    except Exception as exc:  # sbatch's own message says what Slurm refused
+        raise SubmitError(f"sbatch refused the job: {_one_line(exc)}. Nothing was queued",
+                          "check the [slurm] options (partition, nodes, time)") from None
+
+
+def submit_successor(config, chain: tuple[str, ...], exclude: tuple[str, ...] = ()) -> str:
+    """Node 0 of a job the site will not requeue: queue the run's next job (the same options, starting once
+    this one has ended, without the hosts a hang was pinned on); its id. Runs inside the job."""
+    plan = SlurmExecutor().plan(config)
+    extra = {"dependency": f"afterany:{chain[-1]}", **({"exclude": ",".join(exclude)} if exclude else {})}
+    params = {**plan.parameters, "additional_parameters": {**plan.parameters["additional_parameters"], **extra}}
+    with without_outer_job():
+        return queue(plan.folder, config, params, NodeTask(config, chain=chain, successor=submit_successor)).job_id
 
 
 def _one_line(exc: Exception) -> str:

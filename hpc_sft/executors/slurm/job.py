@@ -1,7 +1,8 @@
 """SlurmJob: the handle sft(executor='slurm') returns (job id, state, wait, cancel, log paths).
 
 It asks Slurm, not submitit's result files, whether the job has ended: a requeued job keeps its id, and a
-result file written by an earlier attempt must never decide the outcome of the current one."""
+result file written by an earlier attempt must never decide the outcome of the current one. Where the site
+forbids requeue the run goes on as a chain of jobs; the handle keeps the first id and follows the chain."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,7 @@ from typing import Optional
 
 from ...errors import SubmitError, TrainingError
 from ...result import TrainingResult
-from ...rundir.status import read_status
+from ...rundir.status import chain_of, read_status, record_cancelled
 from . import client
 
 log = logging.getLogger("hpc_sft.slurm")
@@ -20,6 +21,28 @@ log = logging.getLogger("hpc_sft.slurm")
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                    "DEADLINE"})
 PREEMPTED_FOR_GOOD_S = 60.0
+
+
+def current_job(job_id: str, ckpt_output_dir: Optional[Path]) -> str:
+    """The newest job of job_id's resubmit chain (job_id itself where the site requeues)."""
+    return chain_of(ckpt_output_dir, job_id)[-1] if ckpt_output_dir else str(job_id)
+
+
+def cancel_run(job_id: str, ckpt_output_dir: Optional[Path]) -> list[str]:
+    """Cancel a run and every job of its resubmit chain; none of them queues another. The ids cancelled."""
+    if ckpt_output_dir is not None:
+        record_cancelled(ckpt_output_dir, job_id)  # first: a node 0 about to resubmit reads it
+    done: list[str] = []
+    for _ in range(2):  # again after a moment: a successor queued while this ran
+        for other in chain_of(ckpt_output_dir, job_id) if ckpt_output_dir else [str(job_id)]:
+            if other not in done:
+                try:
+                    client.cancel(other)
+                except SubmitError:
+                    pass  # already gone
+                done.append(other)
+        time.sleep(1.0 if ckpt_output_dir else 0)
+    return done
 
 
 def node_log_name(job_id: str, node: int, stderr: bool = False) -> str:
@@ -31,9 +54,20 @@ class SlurmJob:
     """A submitted training job. Logs: one stdout/stderr pair per node under `folder`."""
 
     def __init__(self, job_id: str, folder: Path, nodes: int, ckpt_output_dir: Optional[Path] = None) -> None:
-        self.job_id, self.folder, self.nodes = str(job_id), Path(folder), nodes
+        self.job_id, self._first_folder, self.nodes = str(job_id), Path(folder), nodes
         self.ckpt_output_dir = Path(ckpt_output_dir) if ckpt_output_dir else None
         self._preempted_since: Optional[float] = None
+        self.requeue_allowed: Optional[bool] = None  # False: the site clears --requeue (a chain of jobs)
+
+    @property
+    def current_id(self) -> str:
+        """The job now carrying the run: job_id, or the newest job of its resubmit chain."""
+        return current_job(self.job_id, self.ckpt_output_dir)
+
+    @property
+    def folder(self) -> Path:
+        """The current job's folder (job files and logs: one per job id)."""
+        return self._first_folder.parent / self.current_id
 
     @classmethod
     def from_submitit(cls, job, plan) -> "SlurmJob":
@@ -44,13 +78,14 @@ class SlurmJob:
     def state(self) -> str:
         """Slurm's state of the job now (UNKNOWN when Slurm cannot be asked)."""
         try:
-            return client.slurm_state(self.job_id)["state"]
+            return client.slurm_state(self.current_id)["state"]
         except SubmitError:
             return "UNKNOWN"
 
     def log_paths(self, node: int = 0) -> tuple[Path, Path]:
         """(stdout, stderr) of one node's task."""
-        return (self.folder / node_log_name(self.job_id, node), self.folder / node_log_name(self.job_id, node, True))
+        current, folder = self.current_id, self.folder
+        return folder / node_log_name(current, node), folder / node_log_name(current, node, True)
 
     @property
     def stdout_paths(self) -> list[Path]:
@@ -58,13 +93,20 @@ class SlurmJob:
 
     def result_path(self, node: int) -> Path:
         """submitit's result file of one node's task (each attempt removes its own at start)."""
-        return self.folder / f"{self.job_id}_{node}_result.pkl"
+        return self.folder / f"{self.current_id}_{node}_result.pkl"
 
     def done(self) -> bool:
         """True once Slurm will run the job no more (finished, failed, cancelled, out of requeues)."""
         return self._ended(self.state)
 
     def _ended(self, state: str) -> bool:
+        """The current job has ended and no newer job of its chain carries the run on."""
+        current = self.current_id
+        if self._ended_now(state):
+            return self.current_id == current  # node 0 records a successor before its job ends
+        return False
+
+    def _ended_now(self, state: str) -> bool:
         if state != "PREEMPTED":
             self._preempted_since = None
             return state in ENDED
@@ -106,7 +148,9 @@ class SlurmJob:
             return ("error", f"unreadable result file {path}: {exc}")
 
     def _failure(self, state: str, errors: list[tuple[int, object]]) -> str:
-        lines = [f"job {self.job_id} failed ({state})."]
+        current = self.current_id
+        lines = [f"job {self.job_id} failed ({state})." if current == self.job_id else
+                 f"job {self.job_id} failed: its chain's job {current} ended {state}."]
         record = read_status(self.ckpt_output_dir) if self.ckpt_output_dir else {}
         if record.get("stops"):
             stop = record["stops"][-1]
@@ -118,10 +162,7 @@ class SlurmJob:
         return " ".join(lines)
 
     def cancel(self) -> None:
-        try:
-            client.cancel(self.job_id)
-        except SubmitError:
-            pass  # already gone
+        cancel_run(self.job_id, self.ckpt_output_dir)
 
     def __repr__(self) -> str:
         return f"SlurmJob(job_id={self.job_id!r}, folder={str(self.folder)!r}, nodes={self.nodes})"

@@ -9,20 +9,20 @@ import socket
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from ... import datacache, registry
 from ...config import hub
-from ...errors import ConfigError, HpcSftError, TrainingError
+from ...errors import ConfigError, HpcSftError, TrainingError, with_fix
 from ...launch import Launch, data_step, finalize, launch_container
 from ...requeue import Decision, decide, decide_in_step
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
 from ...rundir.layout import result_from_disk
-from ...rundir.status import read_status, record_stop
+from ...rundir.status import cancelled_chains, read_status, record_stop, record_successor
 from ...signals import SignalRecorder, leave_quietly
-from . import leaving, watchdog
+from . import client, leaving, watchdog
 from .datawatch import DataHang, DataWatch
 from .env import Rendezvous, SlurmEnv, rendezvous
 
@@ -115,10 +115,18 @@ def forget_earlier_result() -> None:
 @dataclass(frozen=True)
 class NodeTask:
     """Runs one node's share of a multi-node training job inside a Slurm allocation. `in_step`: started by
-    executor='srun' in the user's allocation, so an interrupted run stops (saved) rather than requeue it."""
+    executor='srun' in the user's allocation, so an interrupted run stops (saved) rather than requeue it.
+    Where the site forbids requeue, node 0 queues the run's next job with `successor(config, chain, exclude)`
+    (chain: the run's jobs so far, first first); `chain` here: the jobs before this one."""
 
     config: object
     in_step: bool = False
+    chain: tuple[str, ...] = ()
+    successor: Optional[Callable[..., str]] = None
+
+    def restarts(self, env: SlurmEnv) -> int:
+        """Requeues of this job plus the jobs of the chain before it: what max_requeues bounds."""
+        return len(self.chain) + env.restart_count
 
     def __call__(self) -> Optional[TrainingResult]:
         setup_logging()
@@ -166,7 +174,7 @@ class NodeTask:
             with DataWatch(self.config.slurm.hang_timeout_s):
                 yield
         except DataHang as exc:
-            record_stop(ckpt, env.job_id, env.restart_count, Decision("give_up", f"hang: {exc}"), None, None)
+            record_stop(ckpt, env.job_id, self.restarts(env), Decision("give_up", f"hang: {exc}"), None, None)
             ckpt_lock.release(ckpt)
             raise
 
@@ -178,11 +186,37 @@ class NodeTask:
         backend.tidy_checkpoints(ckpt, log.warning)
         watchdog.forget_other_attempts(ckpt, env.attempt)
 
-    def decide(self, state, env: SlurmEnv, stops: list, why: str) -> Decision:
+    def decide(self, state, env: SlurmEnv, stops: list, why: str, lead: bool) -> Decision:
         if self.in_step:
             return decide_in_step(state, self.config.num_epochs or 1, why)
-        return decide(state, self.config.num_epochs or 1, env.restart_count, self.config.slurm.max_requeues,
-                      stops, why)
+        can_requeue = not lead or client.can_requeue(env.job_id)  # only node 0 requeues or resubmits
+        decision = decide(state, self.config.num_epochs or 1, self.restarts(env), self.config.slurm.max_requeues,
+                          stops, why, can_requeue)
+        if decision.action == "resubmit" and self.successor is None:
+            return Decision("give_up", with_fix(f"{decision.reason.split('; this job')[0]}; a standalone "
+                                                "script cannot queue its next job", "submit it again with sbatch "
+                                                "(it resumes where it stopped), or use `hpc-sft submit`"))
+        return decision
+
+    def chain_ids(self, env: SlurmEnv) -> tuple[str, ...]:
+        return (*self.chain, env.job_id)
+
+    def resubmit(self, ckpt: Path, env: SlurmEnv, decision: Decision) -> Decision:
+        """Node 0, the site forbids requeue: queue the next job (after this one ends, without stuck hosts) and
+        hand it the directory; or say why not (the user cancelled the run, or sbatch refused)."""
+        chain = self.chain_ids(env)
+        if chain[0] in cancelled_chains(ckpt):
+            return Decision("stop", f"{decision.reason.split(';')[0]}; the run was cancelled: no next job")
+        try:
+            successor = self.successor(self.config, chain, tuple(watchdog.stuck_hosts(ckpt, env.attempt)))
+        except HpcSftError as exc:
+            return Decision("give_up", f"{decision.reason.split(';')[0]}; could not queue the next job: {exc}")
+        record_successor(ckpt, (*chain, successor))
+        ckpt_lock.hand_over(ckpt, successor)
+        if chain[0] in cancelled_chains(ckpt):  # cancelled meanwhile: `hpc-sft cancel` may not have seen it
+            client.cancel(successor)
+        log.info("queued job %s to continue this run (chain %s)", successor, " -> ".join((*chain, successor)))
+        return Decision("resubmit", decision.reason.replace("a new job resumes", f"job {successor} resumes"))
 
     def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous, signal_name: Optional[str],
                  hang: Optional[str] = None) -> Optional[TrainingResult]:
@@ -190,24 +224,26 @@ class NodeTask:
         exits without a result."""
         ckpt, lead = Path(self.config.ckpt_output_dir), rdzv.node_rank == 0
         state, path = backend.progress(self.config)
-        stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") == env.job_id]
-        why = hang or f"interrupted ({signal_name or 'checkpoint signal'}) at restart {env.restart_count}"
-        decision = self.decide(state, env, stops, why)
+        stops = [s for s in read_status(ckpt).get("stops", []) if s.get("job_id") in self.chain_ids(env)]
+        why = hang or f"interrupted ({signal_name or 'checkpoint signal'}) at restart {self.restarts(env)}"
+        decision = self.decide(state, env, stops, why, lead)
         log.info("decision: %s (%s)", decision.action, decision.reason)
         leave_quietly()
-        if lead and decision.action == "requeue":
+        if lead and decision.action in ("requeue", "resubmit"):
             leaving.wait_until_stopped(ckpt, env, rdzv.nnodes)  # then every node's hang record is written
             decision = watchdog.with_suspects(decision, ckpt, env.attempt)
+        if lead and decision.action == "resubmit":
+            decision = self.resubmit(ckpt, env, decision)
         if lead:
-            record_stop(ckpt, env.job_id, env.restart_count, decision, state, str(path) if path else None)
-            if decision.action != "requeue":
+            record_stop(ckpt, env.job_id, self.restarts(env), decision, state, str(path) if path else None)
+            if decision.action not in ("requeue", "resubmit"):
                 ckpt_lock.release(ckpt)
         if decision.action == "give_up":
             raise TrainingError(decision.reason)
-        if decision.action == "requeue":
-            if lead:
+        if decision.action in ("requeue", "resubmit"):
+            if lead and decision.action == "requeue":
                 leaving.requeue_without_stuck(ckpt, env)
-            raise SystemExit(0)  # no result now: the requeued run writes it
+            raise SystemExit(0)  # no result now: the requeued run (or the next job) writes it
         if decision.action == "stop":
             return None  # saved; the srun executor reads the status record and says how to resume
-        return result_from_disk(ckpt, env.restart_count) if lead else None
+        return result_from_disk(ckpt, self.restarts(env)) if lead else None
