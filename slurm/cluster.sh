@@ -507,12 +507,13 @@ export SLURM_CONF=$ROOT/etc/slurm.conf
 export HPC_SFT_SLURM_ROOT=$ROOT
 export HPC_SFT_SLURM_NODES=$NODES
 EOF
+    # kill-node/start-node find a second cluster's namespaces by its prefix.
+    [[ $PREFIX == hsft ]] || echo "export HPC_SFT_SLURM_PREFIX=$PREFIX" >>"$ROOT/env.sh"
     [[ $SLURM_VERSION == 22.05 ]] && return 0
     write_fs_bin
     # The version's clients (chroot wrappers) first on PATH; PATH is expanded where env.sh is read.
     cat >>"$ROOT/env.sh" <<EOF
 export HPC_SFT_SLURM_VERSION=$SLURM_VERSION
-export HPC_SFT_SLURM_PREFIX=$PREFIX
 export PATH="$ROOT/bin:\$PATH"
 EOF
 }
