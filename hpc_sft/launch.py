@@ -55,6 +55,7 @@ def worker_env(launch: Launch, *pythonpath: str) -> dict[str, str]:
     paths = [str(WORKER_DIR), *pythonpath, os.environ.get("PYTHONPATH")]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     env["HPC_SFT_SHIELD_SIGNALS"] = "USR1,USR2"
+    env["HPC_SFT_RANK_PREFIX"] = "1"  # each worker line starts with [rankR] (node logs, `hpc-sft logs --all`)
     env["HPC_SFT_HF_KEYS"] = "1"  # instructlab-training workers: hf_format checkpoints without DDP's module.
     if launch.device == "cpu":
         env["ACCELERATE_USE_CPU"] = "1"  # without it, >1 process on CPU does not synchronise gradients

@@ -98,6 +98,7 @@ def test_submit_status_logs_cancel(slurm_cluster, tiny_model, tmp_path):
     merged = invoke("logs", job_id, "--all").output.splitlines()
     assert any(line.startswith("[node0] HPC_SFT_NODE_PLAN") for line in merged), merged[:20]
     assert any(line.startswith("[node0 err] ") for line in merged) and all(line.startswith("[node0") for line in merged)
+    assert any(line.startswith(("[node0] [rank0] ", "[node0 err] [rank0] ")) for line in merged), merged[:40]
     assert invoke("cancel", job_id).exit_code == 0
     deadline = time.monotonic() + 60
     while json.loads(invoke("status", job_id, "--json").output)["state"] != "CANCELLED":

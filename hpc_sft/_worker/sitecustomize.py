@@ -61,6 +61,12 @@ def _mark_started() -> None:
             fh.write(repr(time.time()))
 
 
+def _rank_prefix() -> None:
+    from hpc_sft_shim import rankprefix
+
+    rankprefix.install()
+
+
 def _chain() -> None:
     from hpc_sft_shim.chain import run_next_sitecustomize
 
@@ -70,6 +76,7 @@ def _chain() -> None:
 try:
     _shield_signals()
     _mark_started()
+    _rank_prefix()
 finally:
     try:
         _activate()
