@@ -10,6 +10,18 @@ from tests.helpers import CACHE, REPO, write_jsonl
 from tests.slurm_helpers import slurm_env_file
 
 
+def pytest_collection_modifyitems(config, items):
+    """HPC_SFT_TEST_SHARD=a|b: only this shard's tests (scripts/test.sh runs both at once; tests/shards.py)."""
+    shard = os.environ.get("HPC_SFT_TEST_SHARD")
+    if not shard:
+        return
+    from tests.shards import in_shard
+
+    keep = [item for item in items if in_shard(shard, item.nodeid, "slurm_cluster" in item.fixturenames)]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """A directory that passes the model_path existence check (not loadable: validation tests only)."""

@@ -11,7 +11,7 @@ EXAMPLES = {"model_path": '"/shared/models/Qwen2.5-7B-Instruct"', "data_path": '
             "warmup_steps": "0", "accelerate_full_state_at_epoch": "true", "checkpoint_at_epoch": "true",
             "is_pretraining": "false", "block_size": "2048", "document_column_name": '"document"',
             "nproc_per_node": '"gpu"', "nnodes": "1", "node_rank": "0", "rdzv_id": "12345",
-            "rdzv_endpoint": '"node001:29500"', "device": '"cuda"'}
+            "rdzv_endpoint": '"node001:29500"', "device": '"cuda"', "tracking": '"tensorboard"'}
 SLURM_LINES = (("partition", '"gpu"', "sbatch --partition"), ("nodes", "1", "one task per node; nnodes follows"),
                ("gpus_per_node", "8", "GPUs per node (0 on CPU)"), ("time", '"24:00:00"', "time limit"),
                ("signal_lead_s", "300", "warning signal this long before the limit: checkpoint, requeue"),
