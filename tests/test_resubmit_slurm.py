@@ -48,8 +48,10 @@ def test_preempted_and_time_limited_without_requeue_finishes_bit_identical(
     assert result.samples_seen == 2400 and final_weights(result) == final_weights(reference_1200)
     assert_loads_as_trained(result.checkpoint_path, newest_full_state(ckpt), tiny_model)
     assert result.restarts == len(ids) - 1
-    # never requeued; each job saved and left on its own within the grace time or before its limit
-    assert set(states(ids).values()) == {("COMPLETED", 0)}, states(ids)
+    # never requeued; each later job saved and left on its own before its limit. The preempted one left on its
+    # own within the grace time too: Slurm 22.05 records that as COMPLETED, 24.11 as PREEMPTED.
+    now = states(ids)
+    assert now[ids[0]] in {("COMPLETED", 0), ("PREEMPTED", 0)} and {now[i] for i in ids[1:]} == {("COMPLETED", 0)}, now
     stops = read_status(ckpt)["stops"]
     assert stops[0]["samples_seen"] < 600  # the first stop was the preemption, long before the time limit
     assert [s["action"] for s in stops] == ["resubmit"] * (len(ids) - 1) + ["finish"]
