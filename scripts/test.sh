@@ -21,6 +21,15 @@ shard() {  # shard NAME ENV... -- one pytest process; its output prefixed with [
 
 ARGS=("$@")
 start=$SECONDS
+# Install both Slurm versions first, one after the other: three fixtures running apt-get at once would fight
+# over dpkg's lock. Where the cluster cannot run, the fixtures skip and say why; a failed install is theirs
+# to report too.
+if slurm/cluster.sh can-run >/dev/null 2>&1; then
+    slurm/cluster.sh install >"$LOGS/install-22.05.log" 2>&1 || echo "=== slurm/cluster.sh install failed: $LOGS/install-22.05.log"
+    slurm/cluster.sh install --slurm 24.11 >"$LOGS/install-24.11.log" 2>&1 ||
+        echo "=== slurm/cluster.sh install --slurm 24.11 failed: $LOGS/install-24.11.log"
+    echo "=== Slurm packages ready: $((SECONDS - start)) s"
+fi
 shard a &
 pid_a=$!
 shard b HPC_SFT_SLURM_VERSION=24.11 HPC_SFT_SLURM_PREFIX=hs24 HPC_SFT_SLURM_ROOT=/tmp/hpc-sft-slurm24 \

@@ -272,7 +272,7 @@ cmd_install() {
     local rc=0
     {
         apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${PACKAGES[@]}"
     } || rc=$?
     ((added)) && rm -f "$guard"
     ((rc == 0)) || die "apt-get failed (rc=$rc)"
