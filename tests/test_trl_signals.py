@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,12 @@ def test_kill_during_the_signal_save_resumes_from_the_previous_complete_checkpoi
         return [p for _, p in tc.checkpoints(ckpt) if (p / "trainer_state.json").is_file()
                 and not (p / tc.MARKER).is_file()]
 
-    wait_for(lambda: torn(), child, tmp_path)
+    def held():  # the paused save stays torn; a periodic save caught half-written does not (a busy machine)
+        before = torn()
+        time.sleep(2)
+        return [p for p in torn() if p in before]
+
+    wait_for(held, child, tmp_path)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait(timeout=60)
     torn_step = int(torn()[0].name.split("-")[1])
