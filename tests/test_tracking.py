@@ -182,9 +182,17 @@ def wandb_runs(ckpt: Path) -> list[dict]:
     return runs
 
 
-def assert_one_wandb_run(ckpt: Path, starts: int) -> list[dict]:
+def assert_one_wandb_run(ckpt: Path, starts: int, wait_s: float = 60) -> list[dict]:
+    """Every start logged to the one run id. wandb's service writes its offline log on its own: on a busy
+    machine the last start's records can land a little after training returned, so they are waited for."""
+    import time
+
     run_id = (ckpt / WANDB_RUN_ID_FILE).read_text().strip()
+    deadline = time.monotonic() + wait_s
     runs = wandb_runs(ckpt)
+    while any(r["run_ids"] != {run_id} for r in runs) and time.monotonic() < deadline:
+        time.sleep(1)
+        runs = wandb_runs(ckpt)
     assert len(runs) == starts, [r["folder"] for r in runs]
     for run in runs:
         assert run["folder"].name.endswith(f"-{run_id}") and run["run_ids"] == {run_id}
