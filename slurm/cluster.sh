@@ -54,8 +54,10 @@ FS_MARK=etc/hpc-sft-slurm-root-fs             # in FS_ROOT: its package list; "i
 FS_PACKAGES=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server mariadb-client liblua5.1-0 procps
     libssl3t64 libreadline8t64 libncursesw6 libsqlite3-0 libffi8 libgomp1 libstdc++6 libtirpc3t64 libnsl2
     libgssapi-krb5-2 libbz2-1.0 liblzma5 libuuid1 libexpat1 zlib1g)
-# Folders of this machine that jobs and clients see at the same paths inside FS_ROOT.
+# Folders of this machine that jobs and clients see at the same paths inside FS_ROOT: these, this checkout
+# (wherever it was cloned) and HPC_SFT_SLURM_SHARE (colon-separated: a venv, its Python, data) -- see fs_shared.
 FS_SHARED="/dev /proc /sys /tmp /work /root /home /run/netns"
+FS_OWN="/usr /bin /sbin /lib /lib32 /lib64 /libx32 /etc /var /boot"   # the trixie root's own: never shared
 FS_BUILD_WAIT_S=${HPC_SFT_SLURM_FS_BUILD_WAIT_S:-1200}
 CLIENTS="sbatch squeue scontrol sacct sinfo scancel srun salloc sacctmgr sattach sbcast sdiag sprio sreport sshare sstat strigger"
 LOCK_WAIT_S=300
@@ -349,16 +351,43 @@ install_fs() {
     log "built $FS_ROOT in $((SECONDS - t0))s ($(du -sh "$FS_ROOT" | cut -f1))"
 }
 
+# fs_shared -- the folders shared into FS_ROOT, one per line: FS_SHARED, this checkout and HPC_SFT_SLURM_SHARE,
+# without one inside another already shared. A folder under the trixie root's own (/usr, /etc, ...) cannot be
+# shared: a job there would see trixie's files, so `up` stops and says so.
+fs_shared() {
+    local repo d o s ok wanted=() kept=() own=()
+    repo=$(cd "$HERE/.." && pwd -P)
+    read -ra wanted <<<"$FS_SHARED"
+    read -ra own <<<"$FS_OWN"
+    wanted+=("$repo" "$ROOT")
+    IFS=: read -ra s <<<"${HPC_SFT_SLURM_SHARE:-}"
+    wanted+=("${s[@]}")
+    for d in "${wanted[@]}"; do
+        [[ -n $d ]] || continue
+        [[ $d == /* && $d != *[[:space:]]* ]] || die "HPC_SFT_SLURM_SHARE: '$d' must be an absolute path without spaces"
+        d=${d%/}
+        for o in "${own[@]}"; do
+            [[ $d == "$o" || $d == "$o"/* ]] && die "cannot share $d into the Slurm $SLURM_VERSION root: $o is its own" \
+                "(Debian $FS_SUITE's); keep the checkout, the venv and its Python outside $FS_OWN"
+        done
+        ok=1
+        for s in "${kept[@]}"; do [[ $d == "$s" || $d == "$s"/* ]] && ok=0; done
+        ((ok)) && kept+=("$d")
+    done
+    printf '%s\n' "${kept[@]}"
+}
+
 # write_fs_bin -- ROOT/bin: hsft-chroot (run a command inside FS_ROOT, same paths, cwd and environment) and one
 # wrapper per Slurm client. Inside FS_ROOT already (a job calling scontrol), they run /usr/bin/CMD directly.
 write_fs_bin() {
-    local b=$ROOT/bin c
+    local b=$ROOT/bin c shared
+    shared=$(fs_shared | tr '\n' ' ')
     mkdir -p "$b"
     cat >"$b/hsft-chroot" <<EOF
 #!/bin/sh
 # hsft-chroot [--host NAME ETC] CMD... -- written by slurm/cluster.sh up --slurm $SLURM_VERSION.
 # Runs CMD inside the Slurm $SLURM_VERSION root filesystem $FS_ROOT, with this machine's
-# $FS_SHARED at the same paths, the same cwd (/ if it is not there) and environment.
+# $shared at the same paths, the same cwd (/ if it is not there) and environment.
 # --host NAME ETC: own UTS namespace with hostname NAME, ETC/hosts over /etc/hosts, ETC over /etc/slurm;
 # without it, this machine's /etc/hosts over /etc/hosts.
 if [ -e /$FS_MARK ]; then
@@ -375,7 +404,7 @@ exec unshare \$uts --mount --propagation slave -- /bin/sh -c '
     else
         mount --bind /etc/hosts "\$T/etc/hosts" || exit 1
     fi
-    for d in $FS_SHARED; do
+    for d in $shared; do
         [ -d "\$d" ] || continue
         [ -d "\$T\$d" ] || mkdir -p "\$T\$d" || exit 1
         mount --rbind "\$d" "\$T\$d" || exit 1

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,7 +129,13 @@ def slurm_cluster(tmp_path_factory):
                         f"\n{tail}")
     else:
         subprocess.run([str(script), "install"], check=True, capture_output=True)
-    up = subprocess.run([str(script), "up", "--nodes", "4", *flag], capture_output=True, text=True, timeout=300)
+    # Jobs of the 24.11 cluster run chrooted: they must see this Python, its venv and the temp folder there.
+    share = {sys.prefix, os.path.realpath(sys.base_prefix), tempfile.gettempdir()}
+    env = {**os.environ, "HPC_SFT_SLURM_SHARE": ":".join(sorted(share))}
+    up = subprocess.run([str(script), "up", "--nodes", "4", *flag], capture_output=True, text=True, timeout=300,
+                        env=env)
+    if flag and "cannot share" in up.stderr:
+        pytest.skip(f"Slurm {version} cluster cannot run this Python: {up.stderr.strip().splitlines()[-1]}")
     assert up.returncode == 0, f"slurm/cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
     env = slurm_env_file(Path(up.stdout.strip().splitlines()[-1]))
     mp = pytest.MonkeyPatch()

@@ -8,6 +8,7 @@ cluster: the core promises pass on both versions. Unset: the whole suite in one 
 Most cluster tests wait on Slurm (time limits, grace times, preemption), so the three overlap well on 2 cores.
 """
 CORE = (  # the core Slurm promises, run on both versions
+    "tests/test_slurm.py::test_a_job_runs_this_checkout_with_this_python",
     "tests/test_slurm.py::test_two_nodes_train_as_one_world",
     "tests/test_requeue_slurm.py::test_preemption_storm_resumes_bit_identical",
     "tests/test_requeue_slurm.py::test_time_limit_requeues_itself_and_finishes",

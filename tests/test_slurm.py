@@ -3,6 +3,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -43,6 +44,16 @@ def submit(tiny_model, tiny_data, ckpt, nodes, data_dir, slurm_over=None, **over
     kwargs = tiny_sft_kwargs(tiny_model, tiny_data, ckpt, data_output_dir=str(data_dir), **over)
     slurm = {"nodes": nodes, "time": "00:30:00", "signal_lead_s": 60, "partition": "main", **(slurm_over or {})}
     return hpc_sft.sft(**kwargs, executor="slurm", slurm=slurm)
+
+
+def test_a_job_runs_this_checkout_with_this_python(slurm_cluster, tmp_path):
+    """Wherever the checkout and its venv lie (CI clones elsewhere than /work), a job on the cluster imports this
+    checkout's hpc_sft with this Python: on 24.11 jobs run chrooted, so cluster.sh must share those folders."""
+    out = tmp_path / "where.txt"
+    code = "import sys, hpc_sft; print(hpc_sft.__file__); print(sys.prefix)"
+    subprocess.run(["sbatch", "--wait", "-N1", "-p", "main", "-t", "2", f"--output={out}",
+                    f"--wrap={sys.executable} -c '{code}'"], check=True, capture_output=True, timeout=120)
+    assert out.read_text().split() == [hpc_sft.__file__, sys.prefix]
 
 
 @pytest.fixture(scope="module")
