@@ -51,9 +51,11 @@ def test_a_job_runs_this_checkout_with_this_python(slurm_cluster, tmp_path):
     checkout's hpc_sft with this Python: on 24.11 jobs run chrooted, so cluster.sh must share those folders."""
     out = tmp_path / "where.txt"
     code = "import sys, hpc_sft; print(hpc_sft.__file__); print(sys.prefix)"
-    subprocess.run(["sbatch", "--wait", "-N1", "-p", "main", "-t", "2", f"--output={out}",
-                    f"--wrap={sys.executable} -c '{code}'"], check=True, capture_output=True, timeout=120)
-    assert out.read_text().split() == [hpc_sft.__file__, sys.prefix]
+    job = subprocess.run(["sbatch", "--wait", "-N1", "-p", "main", "-t", "2", f"--output={out}",
+                          f"--wrap={sys.executable} -c '{code}'"], capture_output=True, text=True, timeout=120)
+    seen = out.read_text() if out.exists() else ""
+    assert job.returncode == 0, f"sbatch --wait exit {job.returncode}: {job.stderr}{seen}"
+    assert seen.split() == [hpc_sft.__file__, sys.prefix]
 
 
 @pytest.fixture(scope="module")
