@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConfigError, unknown_key
+from .errors import ConfigError, table_of
 
 RUNTIMES = ("apptainer", "pyxis")
 ENV_KEY = "HPC_SFT_CONTAINER"  # the launch's container, as JSON, from worker_env to spawn_shielded
@@ -65,12 +65,8 @@ class Container:
         """A Container, or a mapping of its keys (a recipe's [slurm.container] table); ConfigError naming the key."""
         if isinstance(value, cls):
             value = asdict(value)
-        if not isinstance(value, Mapping):
-            raise ConfigError("slurm.container", f"must be a table, got {value!r}",
-                              'use [slurm.container] with runtime = "apptainer" and image = "/path/image.sif"')
-        for key in value:
-            if key not in KEYS:
-                raise unknown_key(f"slurm.container.{key}", (f"slurm.container.{k}" for k in KEYS), "container key")
+        table_of("slurm.container", value, KEYS, "container key",
+                 'use [slurm.container] with runtime = "apptainer" and image = "/path/image.sif"')
         runtime = value.get("runtime")
         if runtime not in RUNTIMES:
             raise ConfigError("slurm.container.runtime", f"must be one of {', '.join(map(repr, RUNTIMES))}, got "

@@ -1,6 +1,8 @@
 """The one exceptions module: every error hpc-sft raises on purpose, and the CLI exit code of each."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def with_fix(problem: str, fix: str = "") -> str:
     """The one way a message states its fix: 'PROBLEM. Fix: FIX' (errors and warnings alike)."""
@@ -63,6 +65,17 @@ def unknown_key(key: str, valid, what: str = "key", hints=()) -> ConfigError:
     valid = sorted(valid)
     return ConfigError(key, f"unknown {what}{did_you_mean(key, [*valid, *hints])}",
                        f"use one of: {', '.join(valid)}")
+
+
+def table_of(where: str, value, keys, what: str, fix: str, expected: str = "a table/dict"):
+    """`value` as a table (mapping) whose keys are all in `keys`; else the ConfigError naming `where` or
+    `where.KEY` (an unknown key lists the valid ones). `what` names a key ("sweep key"), `fix` says how to write it."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, f"must be {expected}, got {type(value).__name__}", fix)
+    for key in value:
+        if key not in keys:
+            raise unknown_key(f"{where}.{key}", (f"{where}.{k}" for k in keys), what)
+    return value
 
 
 class Interrupted(TrainingError):

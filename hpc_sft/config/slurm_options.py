@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping, Optional
 
 from ..container import Container
-from ..errors import ConfigError, unknown_key
+from ..errors import ConfigError, table_of
 
 TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -63,13 +63,8 @@ def _from_value(cls, value: Any):
         return cls()
     if isinstance(value, cls):
         return check(value)
-    if not isinstance(value, Mapping):
-        raise ConfigError("slurm", f"must be SlurmOptions or a dict, got {type(value).__name__}",
-                          "pass slurm={'partition': 'gpu', 'nodes': 2, ...}")
-    for key in value:
-        if key not in DOCS:
-            raise unknown_key(f"slurm.{key}", (f"slurm.{n}" for n in DOCS), "Slurm option")
-    value = dict(value)
+    value = dict(table_of("slurm", value, DOCS, "Slurm option",
+                          "pass slurm={'partition': 'gpu', 'nodes': 2, ...}", "SlurmOptions or a dict"))
     if isinstance(value.get("setup"), list):
         value["setup"] = tuple(value["setup"])
     return check(cls(**value))

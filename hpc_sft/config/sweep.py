@@ -8,7 +8,7 @@ from dataclasses import dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..errors import ConfigError, HpcSftError, unknown_key
+from ..errors import ConfigError, HpcSftError, table_of, unknown_key
 from .slurm_options import DOCS as SLURM_DOCS
 
 TABLE_KEYS = ("max_parallel", "grid", "list")
@@ -44,12 +44,8 @@ class Sweep:
 
 def parse(table: Any, where: str = "sweep") -> Sweep:
     """The tasks of a [sweep] table (or sft(sweep={...})): list entries x grid combinations, in order."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(where, f"must be a table/dict, got {type(table).__name__}",
-                          "write [sweep] with [sweep.grid] key = [values...], or pass sweep={'grid': {...}}")
-    for key in table:
-        if key not in TABLE_KEYS:
-            raise unknown_key(f"{where}.{key}", (f"{where}.{k}" for k in TABLE_KEYS), "sweep key")
+    table_of(where, table, TABLE_KEYS, "sweep key",
+             "write [sweep] with [sweep.grid] key = [values...], or pass sweep={'grid': {...}}")
     grid, entries = _grid(table.get("grid"), f"{where}.grid"), _entries(table.get("list"), f"{where}.list")
     if not grid and not entries:
         raise ConfigError(where, "has no tasks", f"add {where}.grid (key = [values]) or {where}.list ([{{...}}])")
