@@ -23,6 +23,13 @@ class Decision:
     action: str  # "finish" | "requeue" | "resubmit" (the site forbids requeue: a new job continues) | "give_up"
     # | "stop" (executor='srun': nobody requeues a step; or a chain the user cancelled)
     reason: str
+    why: str = ""  # what stopped the run (the reason's first part), for a decision that is taken further
+    samples: int = 0  # samples seen by the newest complete state
+
+
+def resubmit_reason(why: str, samples: int, successor: str = "a new job") -> str:
+    """Why a run goes on in another job: the site clears --requeue."""
+    return f"{why}; this job cannot be requeued (the site clears --requeue): {successor} resumes from {samples} samples"
 
 
 def finished(state: Optional[StateFacts], num_epochs: int) -> bool:
@@ -53,6 +60,5 @@ def decide(state: Optional[StateFacts], num_epochs: int, restarts: int, max_requ
         return Decision("give_up", with_fix(f"{why}; no progress in the last two runs (stuck at {samples} samples)",
                                             "make the time limit longer than startup + one checkpoint"))
     if not can_requeue:
-        return Decision("resubmit", f"{why}; this job cannot be requeued (the site clears --requeue): "
-                                    f"a new job resumes from {samples} samples")
+        return Decision("resubmit", resubmit_reason(why, samples), why, samples)
     return Decision("requeue", f"{why}; requeueing to resume from {samples} samples")

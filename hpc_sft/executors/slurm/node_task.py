@@ -15,7 +15,7 @@ from ... import datacache, registry
 from ...config import hub
 from ...errors import ConfigError, HpcSftError, TrainingError, with_fix
 from ...launch import Launch, data_step, finalize, launch_container
-from ...requeue import Decision, decide, decide_in_step
+from ...requeue import Decision, decide, decide_in_step, resubmit_reason
 from ...result import TrainingResult
 from ...rundir import lock as ckpt_lock
 from ...rundir import settings as run_settings
@@ -193,7 +193,7 @@ class NodeTask:
         decision = decide(state, self.config.num_epochs or 1, self.restarts(env), self.config.slurm.max_requeues,
                           stops, why, can_requeue)
         if decision.action == "resubmit" and self.successor is None:
-            return Decision("give_up", with_fix(f"{decision.reason.split('; this job')[0]}; a standalone "
+            return Decision("give_up", with_fix(f"{decision.why}; a standalone "
                                                 "script cannot queue its next job", "submit it again with sbatch "
                                                 "(it resumes where it stopped), or use `hpc-sft submit`"))
         return decision
@@ -206,17 +206,18 @@ class NodeTask:
         hand it the directory; or say why not (the user cancelled the run, or sbatch refused)."""
         chain = self.chain_ids(env)
         if chain[0] in cancelled_chains(ckpt):
-            return Decision("stop", f"{decision.reason.split(';')[0]}; the run was cancelled: no next job")
+            return Decision("stop", f"{decision.why}; the run was cancelled: no next job")
         try:
             successor = self.successor(self.config, chain, tuple(watchdog.stuck_hosts(ckpt, env.attempt)))
         except HpcSftError as exc:
-            return Decision("give_up", f"{decision.reason.split(';')[0]}; could not queue the next job: {exc}")
+            return Decision("give_up", f"{decision.why}; could not queue the next job: {exc}")
         record_successor(ckpt, (*chain, successor))
         ckpt_lock.hand_over(ckpt, successor)
         if chain[0] in cancelled_chains(ckpt):  # cancelled meanwhile: `hpc-sft cancel` may not have seen it
             client.cancel(successor)
         log.info("queued job %s to continue this run (chain %s)", successor, " -> ".join((*chain, successor)))
-        return Decision("resubmit", decision.reason.replace("a new job resumes", f"job {successor} resumes"))
+        return Decision("resubmit", resubmit_reason(decision.why, decision.samples, f"job {successor}"), decision.why,
+                        decision.samples)
 
     def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous, signal_name: Optional[str],
                  hang: Optional[str] = None) -> Optional[TrainingResult]:
