@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 
+from hpc_sft_shim import leave
 from hpc_sft_shim.gate import require_tested
 from hpc_sft_shim.hooks import on_import
 
@@ -21,6 +22,7 @@ def install() -> None:
     on_import("instructlab.training.sampler", _patch_sampler)
     on_import("instructlab.training.batch_loss_manager", _patch_batch_loss_manager)
     on_import("instructlab.training.on_demand_checkpoint", _patch_on_demand_checkpoint)
+    leave.install()  # gloo: a finished worker could hang while freeing its process group
 
 
 def _check_supported(_module) -> None:
