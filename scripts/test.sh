@@ -13,9 +13,12 @@ PY=${PYTHON:-.venv/bin/python}
 LOGS=${HPC_SFT_TEST_LOGS:-/tmp/hpc-sft-test-logs}
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 
+# A shard still running after this many seconds is hung: SIGINT makes pytest print where, and its summary.
+SHARD_LIMIT_S=${HPC_SFT_TEST_SHARD_LIMIT_S:-2700}
+
 shard() {  # shard NAME ENV... -- one pytest process; its output prefixed with [NAME], also kept in LOGS
     local name=$1; shift
-    env HPC_SFT_TEST_SHARD="$name" "$@" "$PY" -m pytest -ra -p no:cacheprovider --basetemp="$LOGS/tmp-$name" \
+    env HPC_SFT_TEST_SHARD="$name" "$@" timeout --signal=INT --kill-after=120 "$SHARD_LIMIT_S" "$PY" -m pytest -ra -p no:cacheprovider --basetemp="$LOGS/tmp-$name" \
         "${ARGS[@]}" >"$LOGS/$name.log" 2>&1
 }
 
@@ -55,6 +58,10 @@ wait 2>/dev/null
 echo "=== shard a (cluster tests, Slurm 22.05): exit $rc_a | b (other tests + core on Slurm 24.11): exit $rc_b |" \
      "c (cluster tests, a second Slurm 22.05 cluster): exit $rc_c"
 echo "=== all shards: $((SECONDS - start)) s; full logs in $LOGS"
+for name in a b c; do
+    rc_var=rc_$name
+    [ "${!rc_var}" = 124 ] && echo "=== shard $name ran past ${SHARD_LIMIT_S}s (hung?): interrupted; where it stood is in $LOGS/$name.log"
+done
 for name in a b c; do grep -E '^(FAILED|ERROR|SKIPPED)|passed|failed' "$LOGS/$name.log" | tail -n 30 | sed "s/^/[$name] /"; done
 # pytest exit 5 = nothing collected in a shard (e.g. a -k filter): not a failure of the others
 for rc in $rc_a $rc_b $rc_c; do if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then exit "$rc"; fi; done
