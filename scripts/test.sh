@@ -18,7 +18,7 @@ SHARD_LIMIT_S=${HPC_SFT_TEST_SHARD_LIMIT_S:-2700}
 
 shard() {  # shard NAME ENV... -- one pytest process; its output prefixed with [NAME], also kept in LOGS
     local name=$1; shift
-    env HPC_SFT_TEST_SHARD="$name" "$@" timeout --signal=INT --kill-after=120 "$SHARD_LIMIT_S" "$PY" -m pytest -ra -p no:cacheprovider --basetemp="$LOGS/tmp-$name" \
+    env HPC_SFT_TEST_SHARD="$name" HPC_SFT_TEST_SHARED_DIR="$LOGS/shared" "$@" timeout --signal=INT --kill-after=120 "$SHARD_LIMIT_S" "$PY" -m pytest -ra -p no:cacheprovider --basetemp="$LOGS/tmp-$name" \
         "${ARGS[@]}" >"$LOGS/$name.log" 2>&1
 }
 

@@ -104,8 +104,33 @@ def reference_1200(tiny_model, data_1200, tmp_path_factory):
     import hpc_sft
     from tests.slurm_helpers import kwargs_for
 
-    ckpt = tmp_path_factory.mktemp("reference") / "ckpt"
-    return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, ckpt), nproc_per_node=2)
+    def run(folder: Path):
+        return hpc_sft.sft(**kwargs_for(tiny_model, data_1200, folder / "ckpt"), nproc_per_node=2)
+
+    shared = os.environ.get("HPC_SFT_TEST_SHARED_DIR")
+    if not shared:
+        return run(tmp_path_factory.mktemp("reference"))
+    return once_for_all_shards(Path(shared) / "reference_1200", run)
+
+
+def once_for_all_shards(folder: Path, make):
+    """make(folder)'s result, computed by the first of scripts/test.sh's shards that asks (the others wait for it
+    and read it back): the same run in every shard, of this checkout, made once in this suite run."""
+    import fcntl
+    import pickle
+    import shutil
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / "result.pickle"
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a failed try of another shard: start afresh
+            folder.mkdir()
+            result = make(folder)
+            (folder / "result.tmp").write_bytes(pickle.dumps(result))
+            (folder / "result.tmp").rename(done)
+        return pickle.loads(done.read_bytes())
 
 
 @pytest.fixture(scope="session")
