@@ -44,3 +44,15 @@ def cli(*args, env=None, user=None):
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def run_as_worker(folder: Path, source: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run `source` the way torchrun runs instructlab-training's worker script (the path ends in
+    instructlab/training/main_ds.py, hpc-sft's shim on PYTHONPATH, `env` added), with `folder` as its argument."""
+    from hpc_sft.launch import WORKER_DIR
+
+    script = folder / "instructlab" / "training" / "main_ds.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(source)
+    return subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(WORKER_DIR), **env})

@@ -1,11 +1,9 @@
 """A finished CPU worker leaves right after main_ds destroys its process group: nothing freed can hang it."""
 import json
-import os
 import subprocess
-import sys
 import textwrap
 
-from hpc_sft.launch import WORKER_DIR
+from tests.helpers import run_as_worker
 
 # Shaped like main_ds.py's end: queued metrics lines, barrier(), destroy_process_group(), then main() returns and
 # frees its locals. The object below blocks when freed, as the DDP Reducer does when it frees gloo's process group
@@ -40,13 +38,8 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_a_finished_worker_leaves_with_its_metrics_and_exit_handlers(tmp_path):
-    script = tmp_path / "instructlab" / "training" / "main_ds.py"  # the shim acts in ILT's worker script only
-    script.parent.mkdir(parents=True)
-    script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(WORKER_DIR), "HPC_SFT_CPU": "1"}
     try:
-        run = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
-                             timeout=120)
+        run = run_as_worker(tmp_path, SCRIPT, {"HPC_SFT_CPU": "1"}, timeout=120)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"the worker hung after destroy_process_group(): {exc.stderr}") from None
     assert run.returncode == 0 and "trained" in run.stdout, run.stderr

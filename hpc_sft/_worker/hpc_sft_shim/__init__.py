@@ -12,6 +12,9 @@ def flag(name: str) -> bool:
 
 def activate() -> None:
     """Install every feature that the HPC_SFT_* environment variables request."""
+    from hpc_sft_shim import jitcache
+
+    jitcache.install()  # always: compile the numba packers once per machine, not at every start
     if flag("HPC_SFT_CPU"):
         from hpc_sft_shim import cpu
 
