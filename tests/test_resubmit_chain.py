@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from hpc_sft.executors.slurm import client
-from hpc_sft.executors.slurm.job import current_job
+from hpc_sft.executors.slurm.job import cancel_sweep, current_job
 from hpc_sft.requeue import StateFacts, decide
 from hpc_sft.rundir import lock as ckpt_lock
 from hpc_sft.rundir.status import (cancelled_chains, chain_of, first_of_chain, read_status, record_cancelled,
@@ -47,3 +47,17 @@ def test_the_lock_is_handed_to_the_next_job(tmp_path):
     ckpt_lock.acquire(tmp_path, "7")
     ckpt_lock.hand_over(tmp_path, "9")
     assert ckpt_lock.holder(tmp_path)["job_id"] == "9"
+
+
+def test_cancelling_a_sweep_marks_every_task_and_follows_a_resubmitted_task(tmp_path, monkeypatch):
+    """A task of a sweep at a site without requeue goes on outside its array: cancel must reach that job, and
+    no task's node 0 may queue another (offline: scancel cannot reach a cluster here, and that is ignored)."""
+    (tmp_path / "empty.conf").touch()  # scancel fails at once (a missing file, it retries for a minute)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "empty.conf"))
+    dirs = [tmp_path / "lr_1e-3", tmp_path / "lr_1e-4"]
+    for folder in dirs:
+        folder.mkdir()
+    record_successor(dirs[0], ("500_0", "512"))  # task 0 was preempted and resubmitted as job 512
+    cancelled = cancel_sweep(["500"], [("500_0", dirs[0]), ("500_1", dirs[1])])
+    assert cancelled == ["500", "512"]
+    assert cancelled_chains(dirs[0]) == ["500_0"] and cancelled_chains(dirs[1]) == ["500_1"]

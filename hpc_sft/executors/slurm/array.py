@@ -18,7 +18,7 @@ from . import check as slurm_check
 from . import client
 from .env import without_outer_job
 from .executor import SlurmPlan, job_folder, preflight, removed_on_failure, sbatch_parameters, submit_successor
-from .job import SlurmJob
+from .job import SlurmJob, cancel_sweep
 from .node_task import NodeTask
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize (array indices 0..1000)
@@ -178,9 +178,8 @@ class SweepJob:
         return [task.wait(timeout_s) for task in self.tasks]
 
     def cancel(self) -> None:
-        for array_id in self.array_ids:
-            with contextlib.suppress(SubmitError):
-                client.cancel(array_id)
+        """Every array, and every task's resubmit chain (where the site forbids requeue)."""
+        cancel_sweep(self.array_ids, [(task.job_id, task.ckpt_output_dir) for task in self.tasks])
 
     def __repr__(self) -> str:
         return f"SweepJob(arrays={self.array_ids}, tasks={len(self.tasks)}, root={str(self.root)!r})"

@@ -19,7 +19,7 @@ from .. import Checks, JobState
 from . import check as slurm_check
 from . import client
 from .env import PORT_BASE, PORT_SPAN, without_outer_job
-from .job import SlurmJob, cancel_run, current_job, node_log_name
+from .job import SlurmJob, cancel_run, cancel_sweep, current_job, node_log_name
 from .node_task import NodeTask
 
 
@@ -138,10 +138,8 @@ class SlurmExecutor:
         return accounting.status_block(chain_of(ckpt, rec["job_id"]), lambda _task: ckpt)
 
     def cancel(self, rec: dict) -> str:
-        if rec.get("arrays"):  # a sweep: every job array of it
-            ids = rec["arrays"]
-            for job_id in ids:
-                client.cancel(job_id)
+        if rec.get("arrays"):  # a sweep: every job array of it, and any task's resubmit chain
+            ids = cancel_sweep(rec["arrays"], [(t["job_id"], Path(t["dir"])) for t in rec.get("tasks", [])])
         else:  # the job, and every job of its resubmit chain
             ids = cancel_run(rec["job_id"], Path(rec["ckpt_output_dir"]) if rec.get("ckpt_output_dir") else None)
         what = (f"sweep {rec['job_id']} (job arrays {', '.join(ids)})" if rec.get("arrays") else

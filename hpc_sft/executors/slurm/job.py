@@ -30,19 +30,40 @@ def current_job(job_id: str, ckpt_output_dir: Optional[Path]) -> str:
 
 def cancel_run(job_id: str, ckpt_output_dir: Optional[Path]) -> list[str]:
     """Cancel a run and every job of its resubmit chain; none of them queues another. The ids cancelled."""
-    if ckpt_output_dir is not None:
-        record_cancelled(ckpt_output_dir, job_id)  # first: a node 0 about to resubmit reads it
+    return cancel_runs([(str(job_id), ckpt_output_dir)])
+
+
+def cancel_runs(runs: list[tuple[str, Optional[Path]]]) -> list[str]:
+    """Cancel runs (first job id, ckpt_output_dir or None) and every job of their resubmit chains: each run is
+    marked cancelled first (a node 0 about to resubmit reads the mark), then each chain is cancelled, and again
+    after a moment (a successor queued meanwhile). The ids cancelled."""
+    for job_id, ckpt in runs:
+        if ckpt is not None:
+            record_cancelled(ckpt, job_id)
     done: list[str] = []
-    for _ in range(2):  # again after a moment: a successor queued while this ran
-        for other in chain_of(ckpt_output_dir, job_id) if ckpt_output_dir else [str(job_id)]:
-            if other not in done:
-                try:
-                    client.cancel(other)
-                except SubmitError:
-                    pass  # already gone
-                done.append(other)
-        time.sleep(1.0 if ckpt_output_dir else 0)
+    for again in (False, True):
+        if again and any(ckpt is not None for _, ckpt in runs):
+            time.sleep(1.0)
+        for job_id, ckpt in runs:
+            for other in chain_of(ckpt, job_id) if ckpt is not None else [job_id]:
+                if other not in done:
+                    try:
+                        client.cancel(other)
+                    except SubmitError:
+                        pass  # already gone
+                    done.append(other)
     return done
+
+
+def cancel_sweep(array_ids: list[str], tasks: list[tuple[str, Optional[Path]]]) -> list[str]:
+    """Cancel a sweep's arrays, then its tasks as runs: a task that was resubmitted (no requeue at this site)
+    goes on in jobs outside the arrays, and its node 0 must not queue another. The ids cancelled."""
+    for array_id in array_ids:
+        try:
+            client.cancel(array_id)
+        except SubmitError:
+            pass  # already gone
+    return [*array_ids, *(i for i in cancel_runs(tasks) if i not in {t for t, _ in tasks})]
 
 
 def node_log_name(job_id: str, node: int, stderr: bool = False) -> str:
