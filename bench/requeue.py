@@ -142,7 +142,11 @@ def main() -> None:
                "check before torchrun starts 0.4-0.6 s into the rerun (the \"of it\" column); after that both run "
                "the same workers. Until 2026-12-02 the node task imported instructlab-training's main_ds (~5 s) "
                "first, and then torch (1.7 s) only to read the full state's metadata, and added +3.6 to +5.4 s "
-               "here." if copies else ""))
+               "here. Since 2026-12-05 every worker (the floor's too: it runs the CPU shim) loads "
+               "instructlab-training's numba batch packers from numba's disk cache instead of compiling them "
+               "(5.3 s of CPU per rank on 2 cores): restart -> first step fell from 11-14 s to about 5 s, and the "
+               "floor from 11-12 s to about 6.5 s; below-floor figures are within the 2-4 s spread of one path "
+               "seen here." if copies else ""))
     write_section("requeue" if backend == "instructlab-training" else f"requeue-{backend}", body)
     shutil.rmtree(root, ignore_errors=True)
 
