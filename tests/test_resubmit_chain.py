@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from hpc_sft.executors.slurm import client
+from hpc_sft.executors.slurm.executor import sweep_jobs
 from hpc_sft.executors.slurm.job import cancel_sweep, current_job
 from hpc_sft.requeue import StateFacts, decide
 from hpc_sft.rundir import lock as ckpt_lock
@@ -61,3 +62,15 @@ def test_cancelling_a_sweep_marks_every_task_and_follows_a_resubmitted_task(tmp_
     cancelled = cancel_sweep(["500"], [("500_0", dirs[0]), ("500_1", dirs[1])])
     assert cancelled == ["500", "512"]
     assert cancelled_chains(dirs[0]) == ["500_0"] and cancelled_chains(dirs[1]) == ["500_1"]
+
+
+def test_a_sweeps_accounting_counts_a_resubmitted_tasks_later_jobs(tmp_path):
+    dirs = [tmp_path / "lr_1e-3", tmp_path / "lr_1e-4"]
+    for folder in dirs:
+        folder.mkdir()
+    record_successor(dirs[0], ("500_0", "512", "530"))  # task 0 went on as jobs 512, then 530
+    rec = {"job_id": "500", "arrays": ["500"], "tasks": [{"job_id": "500_0", "dir": str(dirs[0])},
+                                                         {"job_id": "500_1", "dir": str(dirs[1])}]}
+    ids, dir_of = sweep_jobs(rec)
+    assert ids == ["500", "512", "530"]
+    assert dir_of == {"500_0": dirs[0], "500_1": dirs[1], "512": dirs[0], "530": dirs[0]}

@@ -112,6 +112,14 @@ def preflight(plan: SlurmPlan, dry_run: bool = False) -> Checks:
     return Checks(ran=(CLUSTER_CHECK, TEST_ONLY), warnings=tuple(warnings))
 
 
+def sweep_jobs(rec: dict) -> tuple[list[str], dict[str, Path]]:
+    """A recorded sweep's jobs: its arrays, then the later jobs of any task resubmitted where the site forbids
+    requeue; and the run directory of each array task and later job."""
+    dirs = {task["job_id"]: Path(task["dir"]) for task in rec["tasks"]}
+    later = {job: folder for task, folder in dirs.items() for job in chain_of(folder, task)[1:]}
+    return [*(rec.get("arrays") or [rec["job_id"]]), *later], {**dirs, **later}
+
+
 class SlurmExecutor:
     name = "slurm"
 
@@ -132,8 +140,8 @@ class SlurmExecutor:
         from . import accounting
 
         if rec.get("tasks"):  # a sweep: every array, each task's attempts matched with its own run directory
-            dirs = {task["job_id"]: Path(task["dir"]) for task in rec["tasks"]}
-            return accounting.status_block(rec.get("arrays") or [rec["job_id"]], lambda task: dirs[task])
+            ids, dirs = sweep_jobs(rec)
+            return accounting.status_block(ids, lambda task: dirs[task])
         ckpt = Path(rec["ckpt_output_dir"])  # a resubmit chain: every job of it
         return accounting.status_block(chain_of(ckpt, rec["job_id"]), lambda _task: ckpt)
 
