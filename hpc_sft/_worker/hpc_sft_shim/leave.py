@@ -16,7 +16,7 @@ import os
 import sys
 import weakref
 
-from hpc_sft_shim.hooks import on_import
+from hpc_sft_shim.hooks import call_after, on_import
 
 _loggers: "weakref.WeakSet" = weakref.WeakSet()
 DRAIN_S = 30.0  # at most, for the metrics lines still being written
@@ -42,14 +42,7 @@ def _wrap_destroy(_torch) -> None:
 
 
 def _track_loggers(module) -> None:
-    original = module.AsyncStructuredLogger.__init__
-
-    @functools.wraps(original)
-    def __init__(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        _loggers.add(self)
-
-    module.AsyncStructuredLogger.__init__ = __init__
+    call_after(module.AsyncStructuredLogger, "__init__", lambda logger, *_: _loggers.add(logger))
 
 
 def leave() -> None:

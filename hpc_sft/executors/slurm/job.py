@@ -33,10 +33,11 @@ def cancel_run(job_id: str, ckpt_output_dir: Optional[Path]) -> list[str]:
     return cancel_runs([(str(job_id), ckpt_output_dir)])
 
 
-def cancel_runs(runs: list[tuple[str, Optional[Path]]]) -> list[str]:
+def cancel_runs(runs: list[tuple[str, Optional[Path]]], covered: frozenset = frozenset()) -> list[str]:
     """Cancel runs (first job id, ckpt_output_dir or None) and every job of their resubmit chains: each run is
     marked cancelled first (a node 0 about to resubmit reads the mark), then each chain is cancelled, and again
-    after a moment (a successor queued meanwhile). The ids cancelled."""
+    after a moment (a successor queued meanwhile). `covered`: ids cancelled with another (an array's tasks).
+    The ids cancelled."""
     for job_id, ckpt in runs:
         if ckpt is not None:
             record_cancelled(ckpt, job_id)
@@ -46,7 +47,7 @@ def cancel_runs(runs: list[tuple[str, Optional[Path]]]) -> list[str]:
             time.sleep(1.0)
         for job_id, ckpt in runs:
             for other in chain_of(ckpt, job_id) if ckpt is not None else [job_id]:
-                if other not in done:
+                if other not in done and other not in covered:
                     try:
                         client.cancel(other)
                     except SubmitError:
@@ -58,12 +59,8 @@ def cancel_runs(runs: list[tuple[str, Optional[Path]]]) -> list[str]:
 def cancel_sweep(array_ids: list[str], tasks: list[tuple[str, Optional[Path]]]) -> list[str]:
     """Cancel a sweep's arrays, then its tasks as runs: a task that was resubmitted (no requeue at this site)
     goes on in jobs outside the arrays, and its node 0 must not queue another. The ids cancelled."""
-    for array_id in array_ids:
-        try:
-            client.cancel(array_id)
-        except SubmitError:
-            pass  # already gone
-    return [*array_ids, *(i for i in cancel_runs(tasks) if i not in {t for t, _ in tasks})]
+    return cancel_runs([*((array_id, None) for array_id in array_ids), *tasks],
+                       covered=frozenset(job_id for job_id, _ in tasks))
 
 
 def node_log_name(job_id: str, node: int, stderr: bool = False) -> str:

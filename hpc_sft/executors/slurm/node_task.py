@@ -216,8 +216,7 @@ class NodeTask:
         if chain[0] in cancelled_chains(ckpt):  # cancelled meanwhile: `hpc-sft cancel` may not have seen it
             client.cancel(successor)
         log.info("queued job %s to continue this run (chain %s)", successor, " -> ".join((*chain, successor)))
-        return Decision("resubmit", resubmit_reason(decision.why, decision.samples, f"job {successor}"), decision.why,
-                        decision.samples)
+        return replace(decision, reason=resubmit_reason(decision.why, decision.samples, f"job {successor}"))
 
     def conclude(self, backend, env: SlurmEnv, rdzv: Rendezvous, signal_name: Optional[str],
                  hang: Optional[str] = None) -> Optional[TrainingResult]:
